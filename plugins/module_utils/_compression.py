@@ -1,0 +1,115 @@
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Compressed modules: detect by magic bytes, decompress, recompress as modules_install does.
+
+Private to skm.modsign.
+
+The kernel decompresses a module first and checks the signature of the
+uncompressed bytes, so the signature goes inside the compressed stream.
+Recompression follows scripts/Makefile.modinst so that in-kernel
+decompression (CONFIG_MODULE_DECOMPRESS) accepts the result:
+
+- xz:   ``xz --check=crc32 --lzma2=dict=1MiB`` (the kernel's xz decoder knows CRC32, not CRC64)
+- gzip: ``gzip -n -9`` (no name, no timestamp)
+- zstd: ``zstd`` at its default level (zstd-compressed modules need kernel 6.2+ to load)
+
+zstd uses the ``zstandard`` Python package when present, else the ``zstd``
+command; without either a zstd module is a clear error.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import gzip
+import io
+import lzma
+import shutil
+import subprocess
+import zlib
+from typing import Optional, Tuple
+
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+
+try:
+    import zstandard
+    HAS_ZSTANDARD = True
+except ImportError:
+    HAS_ZSTANDARD = False
+
+NONE = "none"
+XZ = "xz"
+GZIP = "gzip"
+ZSTD = "zstd"
+
+_MAGICS = (
+    (b"\xfd7zXZ\x00", XZ),
+    (b"\x1f\x8b", GZIP),
+    (b"\x28\xb5\x2f\xfd", ZSTD),
+)
+
+XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 20}]
+
+
+def detect(data):
+    # type: (bytes) -> str
+    """The compression of ``data`` by its magic bytes: none, xz, gzip or zstd."""
+    for magic, kind in _MAGICS:
+        if data[:len(magic)] == magic:
+            return kind
+    return NONE
+
+
+def _zstd_command(args, data, path):
+    # type: (list, bytes, Optional[str]) -> bytes
+    exe = shutil.which("zstd")
+    if exe is None:
+        raise ModSignError("zstd-compressed module, but neither the zstandard Python package "
+                           "nor the zstd command is available", path)
+    proc = subprocess.run([exe] + args, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise ModSignError("zstd failed: %s" % proc.stderr.decode("utf-8", "replace").strip(), path)
+    return proc.stdout
+
+
+def decompress(data, path=None):
+    # type: (bytes, Optional[str]) -> Tuple[str, bytes]
+    """Return (kind, uncompressed bytes); a corrupt stream is a ModSignError."""
+    kind = detect(data)
+    try:
+        if kind == XZ:
+            return kind, lzma.decompress(data, format=lzma.FORMAT_XZ)
+        if kind == GZIP:
+            return kind, gzip.decompress(data)
+        if kind == ZSTD:
+            if HAS_ZSTANDARD:
+                reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+                out = reader.read()
+                if reader.read(1):
+                    raise ValueError("trailing data")
+                return kind, out
+            return kind, _zstd_command(["-d", "-q", "-c"], data, path)
+    except (lzma.LZMAError, OSError, EOFError, zlib.error, ValueError) as exc:
+        raise ModSignError("corrupt %s stream (%s)" % (kind, exc), path)
+    except ModSignError as exc:
+        raise exc.with_path(path or "")
+    except Exception as exc:  # zstandard.ZstdError and friends
+        raise ModSignError("corrupt %s stream (%s)" % (kind, exc), path)
+    return kind, data
+
+
+def compress(kind, data, path=None):
+    # type: (str, bytes, Optional[str]) -> bytes
+    """Compress ``data`` as the kernel's modules_install would for ``kind``."""
+    if kind == NONE:
+        return data
+    if kind == XZ:
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=XZ_FILTERS)
+    if kind == GZIP:
+        return gzip.compress(data, compresslevel=9, mtime=0)
+    if kind == ZSTD:
+        if HAS_ZSTANDARD:
+            return zstandard.ZstdCompressor(level=3, write_checksum=True, write_content_size=True).compress(data)
+        return _zstd_command(["-q", "-c", "-3"], data, path)
+    raise ModSignError("unknown compression %r" % kind, path)

@@ -1,0 +1,211 @@
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Loading signing keys and certificates, and what the kernel accepts of them.
+
+Private to skm.modsign. Needs the ``cryptography`` library; importing this
+file without it works, and ``require_cryptography()`` raises a clear error.
+
+The kernel verifies module signatures made with RSA (PKCS#1 v1.5) and, since
+5.13, ECDSA on P-256 and P-384. It refuses RSA-PSS, P-521, Ed25519 and Ed448.
+No error message here ever contains key bytes or a passphrase.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import traceback
+from typing import List, Optional, Tuple
+
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import hash_algorithm
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+    HAS_CRYPTOGRAPHY = True
+    CRYPTOGRAPHY_IMPORT_ERROR = None
+except ImportError:
+    HAS_CRYPTOGRAPHY = False
+    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
+
+MIN_CRYPTOGRAPHY = "cryptography >= 3.3"
+RSA_SIZES = (2048, 3072, 4096)
+EC_CURVES = ("secp256r1", "secp384r1")
+
+
+def require_cryptography():
+    # type: () -> None
+    if not HAS_CRYPTOGRAPHY:
+        raise ModSignError("the Python library %s is required for this operation but is not installed "
+                           "on this host" % MIN_CRYPTOGRAPHY)
+
+
+def _hash(name):
+    # type: (str) -> "hashes.HashAlgorithm"
+    return {
+        "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
+        "sha3-256": hashes.SHA3_256, "sha3-384": hashes.SHA3_384, "sha3-512": hashes.SHA3_512,
+    }[hash_algorithm(name).name]()
+
+
+def _pem_blocks(data, kind):
+    # type: (bytes, bytes) -> List[bytes]
+    """Every PEM block whose label ends with ``kind`` (e.g. b"PRIVATE KEY")."""
+    blocks = []
+    pos = 0
+    while True:
+        start = data.find(b"-----BEGIN ", pos)
+        if start < 0:
+            return blocks
+        label_end = data.find(b"-----", start + 11)
+        if label_end < 0:
+            return blocks
+        label = data[start + 11:label_end]
+        end_marker = b"-----END " + label + b"-----"
+        end = data.find(end_marker, label_end)
+        if end < 0:
+            return blocks
+        if label.endswith(kind):
+            blocks.append(data[start:end + len(end_marker)] + b"\n")
+        pos = end + len(end_marker)
+
+
+def load_private_key(data, passphrase=None, path=None):
+    # type: (bytes, Optional[str], Optional[str]) -> object
+    """The private key in ``data`` (PEM, possibly the combined key+cert file, or DER).
+
+    Errors name the file and the cause: encrypted without a passphrase, wrong
+    passphrase, unsupported key type. They never include key bytes.
+    """
+    require_cryptography()
+    password = passphrase.encode("utf-8") if passphrase else None
+    blocks = _pem_blocks(data, b"PRIVATE KEY")
+    try:
+        if blocks:
+            key = serialization.load_pem_private_key(blocks[0], password=password)
+        elif data.startswith(b"-----BEGIN"):
+            raise ModSignError("no PEM private key in this file", path)
+        else:
+            key = serialization.load_der_private_key(data, password=password)
+    except TypeError as exc:
+        if "not encrypted" in str(exc):
+            raise ModSignError("a passphrase was given but the private key is not encrypted", path)
+        raise ModSignError("the private key is encrypted and no passphrase was given", path)
+    except UnsupportedAlgorithm:
+        raise ModSignError("unsupported private key type (the kernel verifies RSA and ECDSA P-256/P-384)", path)
+    except ValueError:
+        if password is not None:
+            raise ModSignError("cannot decrypt the private key: wrong passphrase, or not a private key", path)
+        raise ModSignError("not a readable private key (PEM or DER)", path)
+    check_key_supported(key, path)
+    return key
+
+
+def load_certificate(data, path=None):
+    # type: (bytes, Optional[str]) -> "x509.Certificate"
+    """The first certificate in ``data`` (PEM, combined key+cert PEM, or DER)."""
+    require_cryptography()
+    blocks = _pem_blocks(data, b"CERTIFICATE")
+    try:
+        if blocks:
+            return x509.load_pem_x509_certificate(blocks[0])
+        if data.startswith(b"-----BEGIN"):
+            raise ModSignError("no PEM certificate in this file", path)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise ModSignError("not a valid X.509 certificate (%s)" % exc, path)
+
+
+def certificate_der(cert):
+    # type: ("x509.Certificate") -> bytes
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def describe_key(key):
+    # type: (object) -> Tuple[str, int]
+    """("rsa", bits) or ("ecdsa", bits) for a public or private key."""
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return "rsa", key.key_size
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return "ecdsa", key.curve.key_size
+    return type(key).__name__, 0
+
+
+def check_key_supported(key, path=None):
+    # type: (object, Optional[str]) -> None
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        if key.key_size < 2048:
+            raise ModSignError("RSA key of %d bits is too small (use 2048, 3072 or 4096)" % key.key_size, path)
+        return
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        if key.curve.name not in EC_CURVES:
+            raise ModSignError("ECDSA curve %s is not accepted by the kernel (use P-256 or P-384)"
+                               % key.curve.name, path)
+        return
+    raise ModSignError("%s keys cannot sign kernel modules (the kernel verifies RSA and ECDSA P-256/P-384)"
+                       % type(key).__name__.lstrip("_"), path)
+
+
+def check_hash_for_key(key, hash_name, path=None):
+    # type: (object, str, Optional[str]) -> None
+    """Refuse key/hash pairs the kernel would not verify."""
+    name = hash_algorithm(hash_name).name
+    key_type, bits = describe_key(key)
+    if key_type == "ecdsa" and hash_algorithm(name).size * 8 < bits:
+        # The kernel's certs/Kconfig asks for "a strong hash of same or higher bit length" than the
+        # ECDSA key; a shorter one only weakens the signature.
+        raise ModSignError("an ECDSA P-%d key needs a hash of at least %d bits, not %s" % (bits, bits, name), path)
+
+
+def check_pair(key, cert, path=None):
+    # type: (object, "x509.Certificate", Optional[str]) -> None
+    """Refuse a private key that does not belong to the certificate."""
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, fmt) != \
+            cert.public_key().public_bytes(serialization.Encoding.DER, fmt):
+        raise ModSignError("the private key does not match the certificate", path)
+
+
+def not_after(cert):
+    # type: ("x509.Certificate") -> datetime.datetime
+    value = getattr(cert, "not_valid_after_utc", None)
+    if value is None:
+        value = cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
+def check_not_expired(cert, path=None, now=None):
+    # type: ("x509.Certificate", Optional[str], Optional[datetime.datetime]) -> None
+    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    if not_after(cert) < moment:
+        raise ModSignError("the certificate expired on %s" % not_after(cert).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                           path)
+
+
+def sign_digest(key, digest, hash_name):
+    # type: (object, bytes, str) -> bytes
+    """The raw signature (PKCS#1 v1.5 or DER ECDSA) over a precomputed digest."""
+    prehashed = utils.Prehashed(_hash(hash_name))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(digest, padding.PKCS1v15(), prehashed)
+    return key.sign(digest, ec.ECDSA(prehashed))
+
+
+def verify_digest(public_key, signature, digest, hash_name):
+    # type: (object, bytes, bytes, str) -> bool
+    prehashed = utils.Prehashed(_hash(hash_name))
+    try:
+        if isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(signature, digest, padding.PKCS1v15(), prehashed)
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(signature, digest, ec.ECDSA(prehashed))
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -1,0 +1,273 @@
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PKCS#7 / CMS SignedData as scripts/sign-file makes it, and the reader the audit needs.
+
+Private to skm.modsign. Pure DER work, no crypto library: the host side of
+controller mode uses it without ``cryptography``.
+
+sign-file (OpenSSL CMS with CMS_NOCERTS | CMS_BINARY | CMS_DETACHED |
+CMS_NOSMIMECAP | CMS_NOATTR) writes::
+
+    ContentInfo ::= SEQUENCE { contentType signedData, [0] EXPLICIT SignedData }
+    SignedData  ::= SEQUENCE {
+        version           1 (3 when the signer is named by SKID),
+        digestAlgorithms  SET { AlgorithmIdentifier (no parameters) },
+        encapContentInfo  SEQUENCE { id-data }            -- detached: no content
+        signerInfos       SET { SignerInfo } }            -- no certificates, no CRLs
+    SignerInfo  ::= SEQUENCE {
+        version             1 (issuer+serial) or 3 ([0] SKID),
+        sid                 IssuerAndSerialNumber | [0] IMPLICIT SubjectKeyIdentifier,
+        digestAlgorithm     AlgorithmIdentifier (no parameters),
+        signatureAlgorithm  rsaEncryption + NULL, or ecdsa-with-SHAxxx (no parameters),
+        signature           OCTET STRING }                -- no signed attributes
+
+The kernel's pkcs7 parser rejects signed attributes on module signatures
+and wants detached data.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+from typing import Dict, List, NamedTuple, Optional
+
+from ansible_collections.skm.modsign.plugins.module_utils import _der as der
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+
+OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+OID_DATA = "1.2.840.113549.1.7.1"
+OID_RSA = "1.2.840.113549.1.1.1"
+OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+OID_SKID = "2.5.29.14"
+
+
+class HashAlgorithm(NamedTuple):
+    name: str          # as sign-file and CONFIG_MODULE_SIG_HASH spell it
+    oid: str
+    hashlib_name: str
+    ecdsa_oid: str     # ecdsa-with-<hash>
+    size: int          # digest bytes
+
+
+HASHES = {
+    h.name: h
+    for h in (
+        HashAlgorithm("sha256", "2.16.840.1.101.3.4.2.1", "sha256", "1.2.840.10045.4.3.2", 32),
+        HashAlgorithm("sha384", "2.16.840.1.101.3.4.2.2", "sha384", "1.2.840.10045.4.3.3", 48),
+        HashAlgorithm("sha512", "2.16.840.1.101.3.4.2.3", "sha512", "1.2.840.10045.4.3.4", 64),
+        HashAlgorithm("sha3-256", "2.16.840.1.101.3.4.2.8", "sha3_256", "2.16.840.1.101.3.4.3.10", 32),
+        HashAlgorithm("sha3-384", "2.16.840.1.101.3.4.2.9", "sha3_384", "2.16.840.1.101.3.4.3.11", 48),
+        HashAlgorithm("sha3-512", "2.16.840.1.101.3.4.2.10", "sha3_512", "2.16.840.1.101.3.4.3.12", 64),
+    )
+}  # type: Dict[str, HashAlgorithm]
+_HASH_BY_OID = dict((h.oid, h) for h in HASHES.values())
+_HASH_BY_ECDSA_OID = dict((h.ecdsa_oid, h) for h in HASHES.values())
+# RSA signature algorithm OIDs the kernel also accepts (sha256WithRSAEncryption, ...).
+_RSA_WITH_HASH = {
+    "1.2.840.113549.1.1.11": "sha256",
+    "1.2.840.113549.1.1.12": "sha384",
+    "1.2.840.113549.1.1.13": "sha512",
+}
+
+
+def hash_algorithm(name):
+    # type: (str) -> HashAlgorithm
+    try:
+        return HASHES[name.lower().replace("_", "-")]
+    except KeyError:
+        raise ModSignError("unsupported hash %r; the kernel verifies %s" % (name, ", ".join(sorted(HASHES))))
+
+
+def digest(data, hash_name):
+    # type: (bytes, str) -> bytes
+    return hashlib.new(hash_algorithm(hash_name).hashlib_name, data).digest()
+
+
+class SignerId(NamedTuple):
+    """How a signature names its signer: issuer+serial (raw DER) or SKID."""
+
+    issuer: Optional[bytes]   # the issuer Name, DER, exactly as in the certificate
+    serial: Optional[int]
+    skid: Optional[bytes]
+
+    def describe(self):
+        # type: () -> str
+        if self.skid is not None:
+            return "skid %s" % self.skid.hex()
+        return "issuer %s serial %s" % (name_to_text(self.issuer or b""), format_serial(self.serial or 0))
+
+
+class CertificateId(NamedTuple):
+    """The parts of an X.509 certificate a module signature can refer to."""
+
+    issuer: bytes
+    serial: int
+    skid: Optional[bytes]
+    subject: bytes
+    public_key_algorithm: str   # OID of the SubjectPublicKeyInfo algorithm
+    der: bytes
+
+    def matches(self, signer):
+        # type: (SignerId) -> bool
+        if signer.skid is not None:
+            return self.skid == signer.skid
+        return self.issuer == signer.issuer and self.serial == signer.serial
+
+    @property
+    def fingerprint(self):
+        # type: () -> str
+        return hashlib.sha256(self.der).hexdigest()
+
+
+class SignerInfo(NamedTuple):
+    signer: SignerId
+    hash_name: str
+    key_algorithm: str          # "rsa" or "ecdsa"
+    signature: bytes
+    has_signed_attributes: bool
+
+
+def format_serial(serial):
+    # type: (int) -> str
+    """Serial as modinfo prints sig_key: colon-separated upper-case hex bytes."""
+    raw = serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big")
+    return ":".join("%02X" % b for b in raw)
+
+
+_NAME_ATTRS = {
+    "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
+    "2.5.4.11": "OU", "1.2.840.113549.1.9.1": "emailAddress",
+}
+
+
+def name_to_text(name_der):
+    # type: (bytes) -> str
+    """A readable one-line form of a DER Name (for reports, not for matching)."""
+    try:
+        parts = []
+        for rdn in der.children(der.read_one(name_der, der.SEQUENCE).value):
+            for atv in der.children(rdn.value):
+                attr_oid, value = der.children(atv.value)[:2]
+                key = der.decode_oid(attr_oid.value)
+                parts.append("%s=%s" % (_NAME_ATTRS.get(key, key), value.value.decode("utf-8", "replace")))
+        return ", ".join(parts)
+    except (ValueError, IndexError):
+        return name_der.hex()
+
+
+def _algorithm_identifier(oid, null_parameters=False):
+    # type: (str, bool) -> bytes
+    return der.sequence(der.oid(oid), der.encode(der.NULL, b"") if null_parameters else b"")
+
+
+def certificate_id(cert_der, path=None):
+    # type: (bytes, Optional[str]) -> CertificateId
+    """Read issuer, serial, SKID, subject and key algorithm from a DER certificate."""
+    try:
+        cert = der.read_one(cert_der, der.SEQUENCE)
+        tbs = der.expect(der.children(cert.value)[0], der.SEQUENCE, "tbsCertificate")
+        fields = der.children(tbs.value)
+        if fields and fields[0].tag == der.context(0):
+            fields = fields[1:]  # explicit version
+        serial = der.decode_integer(der.expect(fields[0], der.INTEGER, "serialNumber").value)
+        issuer = der.expect(fields[2], der.SEQUENCE, "issuer").raw
+        subject = der.expect(fields[4], der.SEQUENCE, "subject").raw
+        spki = der.expect(fields[5], der.SEQUENCE, "subjectPublicKeyInfo")
+        spki_alg = der.children(der.children(spki.value)[0].value)[0]
+        key_algorithm = der.decode_oid(der.expect(spki_alg, der.OID, "algorithm").value)
+        skid = None
+        for field in fields[6:]:
+            if field.tag != der.context(3):
+                continue
+            for ext in der.children(der.read_one(field.value, der.SEQUENCE).value):
+                parts = der.children(ext.value)
+                if der.decode_oid(parts[0].value) == OID_SKID:
+                    skid = der.read_one(parts[-1].value, der.OCTET_STRING).value
+    except (ValueError, IndexError) as exc:
+        raise ModSignError("not a valid X.509 certificate (%s)" % exc, path)
+    return CertificateId(issuer, serial, skid, subject, key_algorithm, bytes(cert_der))
+
+
+def build_signed_data(cert, hash_name, signature, use_skid=False):
+    # type: (CertificateId, str, bytes, bool) -> bytes
+    """The PKCS#7 DER that sign-file writes for ``signature`` made by ``cert``'s key."""
+    alg = hash_algorithm(hash_name)
+    if use_skid:
+        if cert.skid is None:
+            raise ModSignError("certificate has no subjectKeyIdentifier; cannot name the signer by SKID")
+        version = 3
+        sid = der.encode(der.context(0, constructed=False), cert.skid)
+    else:
+        version = 1
+        sid = der.sequence(cert.issuer, der.integer(cert.serial))
+    if cert.public_key_algorithm == OID_RSA:
+        signature_algorithm = _algorithm_identifier(OID_RSA, null_parameters=True)
+    elif cert.public_key_algorithm == OID_EC_PUBLIC_KEY:
+        signature_algorithm = _algorithm_identifier(alg.ecdsa_oid)
+    else:
+        raise ModSignError("certificate key algorithm %s cannot sign kernel modules "
+                           "(the kernel verifies RSA and ECDSA)" % cert.public_key_algorithm)
+    digest_algorithm = _algorithm_identifier(alg.oid)
+    signer_info = der.sequence(der.integer(version), sid, digest_algorithm, signature_algorithm,
+                               der.octet_string(signature))
+    signed_data = der.sequence(
+        der.integer(version),
+        der.set_of(digest_algorithm),
+        der.sequence(der.oid(OID_DATA)),
+        der.set_of(signer_info),
+    )
+    return der.sequence(der.oid(OID_SIGNED_DATA), der.encode(der.context(0), signed_data))
+
+
+def _parse_signer_info(item):
+    # type: (der.TLV) -> SignerInfo
+    parts = der.children(der.expect(item, der.SEQUENCE, "SignerInfo").value)
+    sid_item = parts[1]
+    if sid_item.tag == der.SEQUENCE:
+        issuer, serial = der.children(sid_item.value)[:2]
+        signer = SignerId(der.expect(issuer, der.SEQUENCE, "issuer").raw,
+                          der.decode_integer(der.expect(serial, der.INTEGER, "serial").value), None)
+    elif sid_item.tag == der.context(0, constructed=False):
+        signer = SignerId(None, None, sid_item.value)
+    else:
+        raise ValueError("unknown signer identifier tag 0x%02x" % sid_item.tag)
+    digest_oid = der.decode_oid(der.children(parts[2].value)[0].value)
+    rest = parts[3:]
+    signed_attributes = bool(rest) and rest[0].tag == der.context(0)
+    if signed_attributes:
+        rest = rest[1:]
+    sig_oid = der.decode_oid(der.children(rest[0].value)[0].value)
+    signature = der.expect(rest[1], der.OCTET_STRING, "signature").value
+    if digest_oid not in _HASH_BY_OID:
+        raise ValueError("unsupported digest algorithm %s" % digest_oid)
+    hash_name = _HASH_BY_OID[digest_oid].name
+    if sig_oid == OID_RSA or sig_oid in _RSA_WITH_HASH:
+        key_algorithm = "rsa"
+    elif sig_oid in _HASH_BY_ECDSA_OID:
+        key_algorithm = "ecdsa"
+    else:
+        raise ValueError("unsupported signature algorithm %s" % sig_oid)
+    return SignerInfo(signer, hash_name, key_algorithm, signature, signed_attributes)
+
+
+def parse_signed_data(pkcs7, path=None):
+    # type: (bytes, Optional[str]) -> List[SignerInfo]
+    """The signers of a module's PKCS#7 blob; refuses what the kernel would refuse to parse."""
+    try:
+        content_info = der.children(der.read_one(pkcs7, der.SEQUENCE).value)
+        if der.decode_oid(der.expect(content_info[0], der.OID, "contentType").value) != OID_SIGNED_DATA:
+            raise ValueError("content type is not signedData")
+        signed_data = der.read_one(der.expect(content_info[1], der.context(0), "content").value, der.SEQUENCE)
+        fields = der.children(signed_data.value)
+        encap = der.children(der.expect(fields[2], der.SEQUENCE, "encapContentInfo").value)
+        if len(encap) > 1:
+            raise ValueError("signature is not detached (it embeds content)")
+        signer_set = der.expect(fields[-1], der.SET, "signerInfos")
+        signers = [_parse_signer_info(item) for item in der.children(signer_set.value)]
+    except (ValueError, IndexError) as exc:
+        raise ModSignError("unparseable PKCS#7 signature (%s)" % exc, path)
+    if not signers:
+        raise ModSignError("PKCS#7 signature has no signer", path)
+    return signers

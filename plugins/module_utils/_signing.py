@@ -1,0 +1,271 @@
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Signing and verifying kernel modules: the signing core's public face.
+
+Private to skm.modsign. Modules, the action plugin, tests and benchmarks use
+these functions; they hold no Ansible imports.
+
+A module is read (and decompressed, by magic bytes), split at its signature
+trailer, judged against certificates, signed over a digest of its payload,
+recompressed the way modules_install does and written atomically.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+from typing import Iterable, List, NamedTuple, Optional, Sequence
+
+from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
+from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
+    CertificateId, SignerId, build_signed_data, certificate_id, digest, hash_algorithm, parse_signed_data,
+)
+from ansible_collections.skm.modsign.plugins.module_utils._trailer import ModuleSignature, append_signature, parse_signature
+
+# Verdicts on a module's signature.
+UNSIGNED = "unsigned"
+TRUSTED = "trusted"            # valid signature by one of the given certificates
+UNKNOWN_KEY = "unknown_key"    # signed, but by none of the given certificates
+BAD_SIGNATURE = "bad_signature"  # names a given certificate, but does not verify
+UNPARSEABLE = "unparseable"
+
+# What signing did to a module.
+SIGNED = "signed"
+ALREADY_SIGNED = "already_signed"
+REPLACED = "replaced"
+FOREIGN = "foreign"            # signed by another key (or badly) and left alone
+FAILED = "failed"
+
+
+class ModuleFile(NamedTuple):
+    """A module as read from disk."""
+
+    path: str
+    compression: str        # none, xz, gzip, zstd
+    raw: bytes              # the file's bytes
+    signature: ModuleSignature
+
+    @property
+    def payload(self):
+        # type: () -> bytes
+        return self.signature.payload
+
+
+def read_module(path):
+    # type: (str) -> ModuleFile
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+    kind, data = compression.decompress(raw, path)
+    return ModuleFile(path, kind, raw, parse_signature(data, path))
+
+
+def module_bytes(module, pkcs7):
+    # type: (ModuleFile, bytes) -> bytes
+    """The file content of ``module`` with ``pkcs7`` as its only signature, recompressed like the original."""
+    return compression.compress(module.compression, append_signature(module.payload, pkcs7), module.path)
+
+
+class TrustedCertificate(NamedTuple):
+    id: CertificateId
+    public_key: object
+
+    @classmethod
+    def from_bytes(cls, data, path=None):
+        # type: (bytes, Optional[str]) -> TrustedCertificate
+        cert = keys.load_certificate(data, path)
+        keys.check_key_supported(cert.public_key(), path)
+        return cls(certificate_id(keys.certificate_der(cert), path), cert.public_key())
+
+    @classmethod
+    def from_file(cls, path):
+        # type: (str) -> TrustedCertificate
+        return cls.from_bytes(_read(path), path)
+
+
+class Verdict(NamedTuple):
+    state: str                              # UNSIGNED, TRUSTED, UNKNOWN_KEY, BAD_SIGNATURE, UNPARSEABLE
+    signer: Optional[SignerId] = None
+    hash_name: Optional[str] = None
+    certificate: Optional[CertificateId] = None   # the given certificate it names
+    reason: Optional[str] = None
+
+
+def judge(payload, pkcs7, trusted, path=None):
+    # type: (bytes, Optional[bytes], Sequence[TrustedCertificate], Optional[str]) -> Verdict
+    """Which of ``trusted`` signed ``payload`` (with detached ``pkcs7``), and whether it verifies."""
+    if pkcs7 is None:
+        return Verdict(UNSIGNED)
+    try:
+        signers = parse_signed_data(pkcs7, path)
+    except ModSignError as exc:
+        return Verdict(UNPARSEABLE, reason=exc.cause)
+    info = signers[0]
+    if info.has_signed_attributes:
+        return Verdict(BAD_SIGNATURE, info.signer, info.hash_name,
+                       reason="signed attributes (the kernel refuses them on module signatures)")
+    for cert in trusted:
+        if cert.id.matches(info.signer):
+            ok = keys.verify_digest(cert.public_key, info.signature, digest(payload, info.hash_name), info.hash_name)
+            if ok:
+                return Verdict(TRUSTED, info.signer, info.hash_name, cert.id)
+            return Verdict(BAD_SIGNATURE, info.signer, info.hash_name, cert.id,
+                           reason="signature does not verify with the certificate it names")
+    return Verdict(UNKNOWN_KEY, info.signer, info.hash_name)
+
+
+def verify_module(path, trusted):
+    # type: (str, Sequence[TrustedCertificate]) -> Verdict
+    try:
+        module = read_module(path)
+    except ModSignError as exc:
+        return Verdict(UNPARSEABLE, reason=exc.cause)
+    return judge(module.payload, module.signature.pkcs7, trusted, path)
+
+
+class SigningKey:
+    """A private key and its certificate, loaded once and checked as a pair."""
+
+    def __init__(self, private_key, cert, hash_name="sha512", use_skid=False, path=None, allow_expired=False):
+        # type: (object, object, str, bool, Optional[str], bool) -> None
+        keys.check_key_supported(private_key, path)
+        keys.check_pair(private_key, cert, path)
+        self.hash_name = hash_algorithm(hash_name).name
+        keys.check_hash_for_key(private_key, self.hash_name, path)
+        if not allow_expired:
+            keys.check_not_expired(cert, path)
+        self._private_key = private_key
+        self.use_skid = use_skid
+        self.trusted = TrustedCertificate(certificate_id(keys.certificate_der(cert), path), cert.public_key())
+        if use_skid and self.trusted.id.skid is None:
+            raise ModSignError("the certificate has no subjectKeyIdentifier; cannot name the signer by SKID", path)
+
+    @classmethod
+    def from_files(cls, key_path, cert_path=None, passphrase=None, hash_name="sha512", use_skid=False,
+                   allow_expired=False):
+        # type: (str, Optional[str], Optional[str], str, bool, bool) -> SigningKey
+        """Load the key (and the certificate; default: from the combined key+cert PEM)."""
+        key_data = _read(key_path)
+        private_key = keys.load_private_key(key_data, passphrase, key_path)
+        cert_path = cert_path or key_path
+        cert = keys.load_certificate(key_data if cert_path == key_path else _read(cert_path), cert_path)
+        return cls(private_key, cert, hash_name, use_skid, cert_path, allow_expired)
+
+    @property
+    def certificate(self):
+        # type: () -> CertificateId
+        return self.trusted.id
+
+    def sign_digest(self, payload_digest):
+        # type: (bytes) -> bytes
+        """The raw signature over a payload digest (the controller-mode primitive)."""
+        if len(payload_digest) != hash_algorithm(self.hash_name).size:
+            raise ModSignError("a %s digest is %d bytes, got %d"
+                               % (self.hash_name, hash_algorithm(self.hash_name).size, len(payload_digest)))
+        return keys.sign_digest(self._private_key, payload_digest, self.hash_name)
+
+    def pkcs7_for_digest(self, payload_digest):
+        # type: (bytes) -> bytes
+        return build_signed_data(self.certificate, self.hash_name, self.sign_digest(payload_digest), self.use_skid)
+
+    def sign_payload(self, payload):
+        # type: (bytes) -> bytes
+        """Payload with this key's signature appended (an uncompressed signed module)."""
+        return append_signature(payload, self.pkcs7_for_digest(digest(payload, self.hash_name)))
+
+    def is_current(self, verdict):
+        # type: (Verdict) -> bool
+        """A verdict that needs no new signature: ours, valid, with the requested hash."""
+        return (verdict.state == TRUSTED and verdict.certificate == self.certificate
+                and verdict.hash_name == self.hash_name)
+
+
+class Outcome(NamedTuple):
+    path: str
+    status: str                  # SIGNED, ALREADY_SIGNED, REPLACED, FOREIGN, FAILED
+    reason: Optional[str] = None
+    signer: Optional[str] = None  # the previous signer, for FOREIGN/REPLACED
+
+
+def decide(verdict, key_is_current, replace_foreign):
+    # type: (Verdict, bool, bool) -> str
+    """What signing does to a module: ALREADY_SIGNED, SIGNED, REPLACED or FOREIGN.
+
+    Our own valid signature with another hash, or a stale signature naming our
+    certificate, is replaced; another key's signature is replaced only when asked.
+    """
+    if verdict.state == UNSIGNED:
+        return SIGNED
+    if key_is_current:
+        return ALREADY_SIGNED
+    if verdict.state == TRUSTED:
+        return REPLACED
+    return REPLACED if replace_foreign else FOREIGN
+
+
+def describe_verdict(verdict):
+    # type: (Verdict) -> Optional[str]
+    if verdict.state == UNKNOWN_KEY and verdict.signer is not None:
+        return "signed by an unknown key (%s)" % verdict.signer.describe()
+    if verdict.state == BAD_SIGNATURE:
+        return verdict.reason or "bad signature"
+    if verdict.state == UNPARSEABLE:
+        return verdict.reason or "unparseable signature"
+    return None
+
+
+def sign_module_file(path, signing_key, replace_foreign=False, check_mode=False):
+    # type: (str, SigningKey, bool, bool) -> Outcome
+    """Sign one module file in place; never raises for a bad module, reports it as FAILED."""
+    try:
+        module = read_module(path)
+        verdict = judge(module.payload, module.signature.pkcs7, [signing_key.trusted], path)
+        if verdict.state == UNPARSEABLE:
+            return Outcome(path, FAILED, verdict.reason)
+        action = decide(verdict, signing_key.is_current(verdict), replace_foreign)
+        previous = describe_verdict(verdict)
+        if action in (SIGNED, REPLACED) and not check_mode:
+            signed = signing_key.sign_payload(module.payload)
+            atomic_write(path, compression.compress(module.compression, signed, path))
+        return Outcome(path, action, signer=previous)
+    except ModSignError as exc:
+        return Outcome(path, FAILED, exc.with_path(path).cause)
+
+
+def _read(path):
+    # type: (str) -> bytes
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+
+
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
+
+
+def find_modules(paths):
+    # type: (Iterable[str]) -> List[str]
+    """Expand files and directories (recursively) into a sorted list of module files.
+
+    Inside a directory a file counts when its name looks like a module; a file
+    named directly is always taken (its content decides, by magic bytes).
+    """
+    found = set()
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in files:
+                    if name.endswith(MODULE_SUFFIXES):
+                        found.add(os.path.join(root, name))
+        else:
+            found.add(path)
+    return sorted(found)
