@@ -1,0 +1,38 @@
+# skm.modsign — the two README commands and the slower suites.
+#   make demo   set everything up and run the main job on a local, embedded default
+#   make test   every test that fits the default run (well under 20 minutes)
+# Slow suites: make e2e (real kernel under qemu), make molecule, make bench.
+
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: bootstrap demo test test-unit test-integration sanity e2e bench build clean
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+demo: bootstrap
+	bash scripts/demo.sh
+
+test: bootstrap
+	$(PY) -m pytest -q -n 2 --dist loadfile tests/unit tests/integration
+
+test-unit: bootstrap
+	$(PY) -m pytest -q tests/unit
+
+test-integration: bootstrap
+	$(PY) -m pytest -q tests/integration
+
+bench: bootstrap
+	$(PY) bench/bench_core.py
+
+build: bootstrap
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path build/
+
+-include mk/*.mk
+
+clean:
+	rm -rf build $(VENV) .pytest_cache
