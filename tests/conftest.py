@@ -43,3 +43,11 @@ def session_keys(tmp_path_factory):
             cache[(kind, passphrase)] = make_key(base / f"{kind}-{bool(passphrase)}", kind, passphrase)
         return cache[(kind, passphrase)]
     return get
+
+
+@pytest.fixture(scope="session")
+def debian_sample(debian_kernel):
+    """A deterministic spread of ~24 real Debian modules (paths relative to the modules dir)."""
+    modules = debian_kernel.modules()
+    step = max(1, len(modules) // 24)
+    return [m.relative_to(debian_kernel.modules_dir) for m in modules[::step]][:24]

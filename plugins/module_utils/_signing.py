@@ -16,12 +16,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-from typing import Iterable, List, NamedTuple, Optional, Sequence
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
-from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write_many
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
     CertificateId, SignerId, build_signed_data, certificate_id, digest, hash_algorithm, parse_signed_data,
 )
@@ -221,22 +222,50 @@ def describe_verdict(verdict):
     return None
 
 
-def sign_module_file(path, signing_key, replace_foreign=False, check_mode=False):
-    # type: (str, SigningKey, bool, bool) -> Outcome
-    """Sign one module file in place; never raises for a bad module, reports it as FAILED."""
+def _plan_module(path, signing_key, replace_foreign):
+    # type: (str, SigningKey, bool) -> Tuple[Outcome, Optional[bytes]]
+    """What signing does to one module, and its new file content when it changes."""
     try:
         module = read_module(path)
         verdict = judge(module.payload, module.signature.pkcs7, [signing_key.trusted], path)
         if verdict.state == UNPARSEABLE:
-            return Outcome(path, FAILED, verdict.reason)
+            return Outcome(path, FAILED, verdict.reason), None
         action = decide(verdict, signing_key.is_current(verdict), replace_foreign)
-        previous = describe_verdict(verdict)
-        if action in (SIGNED, REPLACED) and not check_mode:
-            signed = signing_key.sign_payload(module.payload)
-            atomic_write(path, compression.compress(module.compression, signed, path))
-        return Outcome(path, action, signer=previous)
+        outcome = Outcome(path, action, signer=describe_verdict(verdict))
+        if action not in (SIGNED, REPLACED):
+            return outcome, None
+        return outcome, compression.compress(module.compression, signing_key.sign_payload(module.payload), path)
     except ModSignError as exc:
-        return Outcome(path, FAILED, exc.with_path(path).cause)
+        return Outcome(path, FAILED, exc.with_path(path).cause), None
+
+
+def _sign_batch(paths, signing_key, replace_foreign, check_mode):
+    # type: (Sequence[str], SigningKey, bool, bool) -> List[Outcome]
+    planned = [_plan_module(path, signing_key, replace_foreign) for path in paths]
+    writes = [(outcome.path, content) for outcome, content in planned if content is not None]
+    errors = {} if check_mode else atomic_write_many(writes)
+    return [Outcome(o.path, FAILED, errors[o.path].cause) if o.path in errors else o for o, _content in planned]
+
+
+def sign_module_file(path, signing_key, replace_foreign=False, check_mode=False):
+    # type: (str, SigningKey, bool, bool) -> Outcome
+    """Sign one module file in place; never raises for a bad module, reports it as FAILED."""
+    return _sign_batch([path], signing_key, replace_foreign, check_mode)[0]
+
+
+def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=False, workers=0, batch=32):
+    # type: (Sequence[str], SigningKey, bool, bool, int, int) -> List[Outcome]
+    """Sign many module files on every core; outcomes in the order of ``paths``.
+
+    Files are handled in batches so that one filesystem flush makes a whole
+    batch durable before its renames (see ``atomic_write_many``). By default
+    twice as many processes as cores, so that one computes while another waits
+    for the disk.
+    """
+    workers = workers or 2 * default_workers()
+    batches = [list(paths[i:i + batch]) for i in range(0, len(paths), batch)]
+    results = map_files(lambda chunk: _sign_batch(chunk, signing_key, replace_foreign, check_mode), batches, workers)
+    return [outcome for chunk in results for outcome in chunk]
 
 
 def _read(path):

@@ -77,5 +77,4 @@ def debian_kernel() -> DebianKernel:
 
 
 if __name__ == "__main__":
-    kernel = debian_kernel()
-    print(kernel.modules_dir)
+    print(debian_kernel().modules_dir)
