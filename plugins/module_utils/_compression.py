@@ -23,7 +23,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import gzip
-import io
 import lzma
 import shutil
 import subprocess
@@ -84,11 +83,14 @@ def decompress(data, path=None):
             return kind, gzip.decompress(data)
         if kind == ZSTD:
             if HAS_ZSTANDARD:
-                reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-                out = reader.read()
-                if reader.read(1):
-                    raise ValueError("trailing data")
-                return kind, out
+                stream = zstandard.ZstdDecompressor().decompressobj()
+                out = stream.decompress(data)
+                if getattr(stream, "eof", None) is not None:  # zstandard >= 0.18 tells truncation apart
+                    if not stream.eof:
+                        raise ValueError("truncated stream")
+                    if stream.unused_data:
+                        raise ValueError("trailing data after the stream")
+                    return kind, out
             return kind, _zstd_command(["-d", "-q", "-c"], data, path)
     except (lzma.LZMAError, OSError, EOFError, zlib.error, ValueError) as exc:
         raise ModSignError("corrupt %s stream (%s)" % (kind, exc), path)

@@ -41,6 +41,12 @@ OID_DATA = "1.2.840.113549.1.7.1"
 OID_RSA = "1.2.840.113549.1.1.1"
 OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 OID_SKID = "2.5.29.14"
+# Key algorithms the kernel does not verify module signatures with, and why.
+REFUSED_KEY_ALGORITHMS = {
+    "1.2.840.113549.1.1.10": "RSA-PSS keys cannot sign kernel modules (the kernel verifies RSA PKCS#1 v1.5 only)",
+    "1.3.101.112": "Ed25519 keys cannot sign kernel modules (the kernel verifies RSA and ECDSA)",
+    "1.3.101.113": "Ed448 keys cannot sign kernel modules (the kernel verifies RSA and ECDSA)",
+}
 
 
 class HashAlgorithm(NamedTuple):
@@ -190,6 +196,19 @@ def certificate_id(cert_der, path=None):
     return CertificateId(issuer, serial, skid, subject, key_algorithm, bytes(cert_der))
 
 
+def refusal(key_algorithm):
+    # type: (str) -> str
+    return REFUSED_KEY_ALGORITHMS.get(
+        key_algorithm, "key algorithm %s cannot sign kernel modules (the kernel verifies RSA and ECDSA)" % key_algorithm)
+
+
+def check_signing_certificate(cert, path=None):
+    # type: (CertificateId, Optional[str]) -> None
+    """Refuse up front a certificate whose key type the kernel cannot verify."""
+    if cert.public_key_algorithm not in (OID_RSA, OID_EC_PUBLIC_KEY):
+        raise ModSignError(refusal(cert.public_key_algorithm), path)
+
+
 def build_signed_data(cert, hash_name, signature, use_skid=False):
     # type: (CertificateId, str, bytes, bool) -> bytes
     """The PKCS#7 DER that sign-file writes for ``signature`` made by ``cert``'s key."""
@@ -207,8 +226,7 @@ def build_signed_data(cert, hash_name, signature, use_skid=False):
     elif cert.public_key_algorithm == OID_EC_PUBLIC_KEY:
         signature_algorithm = _algorithm_identifier(alg.ecdsa_oid)
     else:
-        raise ModSignError("certificate key algorithm %s cannot sign kernel modules "
-                           "(the kernel verifies RSA and ECDSA)" % cert.public_key_algorithm)
+        raise ModSignError(refusal(cert.public_key_algorithm))
     digest_algorithm = _algorithm_identifier(alg.oid)
     signer_info = der.sequence(der.integer(version), sid, digest_algorithm, signature_algorithm,
                                der.octet_string(signature))

@@ -24,7 +24,8 @@ from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
-    CertificateId, SignerId, build_signed_data, certificate_id, digest, hash_algorithm, parse_signed_data,
+    CertificateId, SignerId, build_signed_data, certificate_id, check_signing_certificate, digest, hash_algorithm,
+    parse_signed_data,
 )
 from ansible_collections.skm.modsign.plugins.module_utils._trailer import ModuleSignature, append_signature, parse_signature
 
@@ -145,6 +146,7 @@ class SigningKey:
         self._private_key = private_key
         self.use_skid = use_skid
         self.trusted = TrustedCertificate(certificate_id(keys.certificate_der(cert), path), cert.public_key())
+        check_signing_certificate(self.trusted.id, path)
         if use_skid and self.trusted.id.skid is None:
             raise ModSignError("the certificate has no subjectKeyIdentifier; cannot name the signer by SKID", path)
 
