@@ -16,7 +16,7 @@ import ctypes
 import errno
 import os
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 
@@ -50,16 +50,17 @@ def _describe(exc):
 
 
 def _write_temp(path, data, mode=None, like=None):
-    # type: (str, bytes, Optional[int], Optional[str]) -> str
-    """Write ``data`` to a new temporary file beside ``path`` with the right mode, owner and label."""
+    # type: (str, Union[bytes, Sequence[bytes]], Optional[int], Optional[str]) -> str
+    """Write ``data`` (bytes, or a sequence of chunks) to a new temporary file beside ``path`` with the right mode, owner and label."""
     directory = os.path.dirname(os.path.abspath(path))
     reference = like if like is not None else (path if os.path.lexists(path) else None)
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".~skm~", dir=directory)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        for chunk in ((data,) if isinstance(data, (bytes, bytearray, memoryview)) else data):
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         if reference is not None:
             st = os.stat(reference)
             os.fchmod(fd, st.st_mode & 0o7777 if mode is None else mode)
@@ -153,7 +154,7 @@ def atomic_write(path, data, mode=None, like=None):
 
 
 def atomic_write_many(items, mode=None, like=None):
-    # type: (Sequence[Tuple[str, bytes]], Optional[int], Optional[str]) -> Dict[str, ModSignError]
+    # type: (Sequence[Tuple[str, Union[bytes, Sequence[bytes]]]], Optional[int], Optional[str]) -> Dict[str, ModSignError]
     """Replace many files atomically, with one durability flush for the whole batch.
 
     Every temporary file is written, then the filesystems are flushed once

@@ -27,7 +27,7 @@ from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
     CertificateId, SignerId, build_signed_data, certificate_id, check_signing_certificate, digest, hash_algorithm,
     parse_signed_data,
 )
-from ansible_collections.skm.modsign.plugins.module_utils._trailer import ModuleSignature, append_signature, parse_signature
+from ansible_collections.skm.modsign.plugins.module_utils._trailer import ModuleSignature, append_signature, parse_signature, trailer
 
 # Verdicts on a module's signature.
 UNSIGNED = "unsigned"
@@ -178,10 +178,15 @@ class SigningKey:
         # type: (bytes) -> bytes
         return build_signed_data(self.certificate, self.hash_name, self.sign_digest(payload_digest), self.use_skid)
 
+    def signature_trailer(self, payload):
+        # type: (bytes) -> bytes
+        """What to append to ``payload``: this key's PKCS#7, struct module_signature and the magic."""
+        return trailer(self.pkcs7_for_digest(digest(payload, self.hash_name)))
+
     def sign_payload(self, payload):
         # type: (bytes) -> bytes
         """Payload with this key's signature appended (an uncompressed signed module)."""
-        return append_signature(payload, self.pkcs7_for_digest(digest(payload, self.hash_name)))
+        return payload + self.signature_trailer(payload)
 
     def is_current(self, verdict):
         # type: (Verdict) -> bool
@@ -224,9 +229,9 @@ def describe_verdict(verdict):
     return None
 
 
-def _plan_module(path, signing_key, replace_foreign):
-    # type: (str, SigningKey, bool) -> Tuple[Outcome, Optional[bytes]]
-    """What signing does to one module, and its new file content when it changes."""
+def _plan_module(path, signing_key, replace_foreign, check_mode):
+    # type: (str, SigningKey, bool, bool) -> Tuple[Outcome, Optional[Sequence[bytes]]]
+    """What signing does to one module, and its new file content (as chunks) when it changes."""
     try:
         module = read_module(path)
         verdict = judge(module.payload, module.signature.pkcs7, [signing_key.trusted], path)
@@ -234,8 +239,10 @@ def _plan_module(path, signing_key, replace_foreign):
             return Outcome(path, FAILED, verdict.reason), None
         action = decide(verdict, signing_key.is_current(verdict), replace_foreign)
         outcome = Outcome(path, action, signer=describe_verdict(verdict))
-        if action not in (SIGNED, REPLACED):
+        if action not in (SIGNED, REPLACED) or check_mode:
             return outcome, None
+        if module.compression == compression.NONE:
+            return outcome, (module.payload, signing_key.signature_trailer(module.payload))  # written without a copy
         return outcome, compression.compress(module.compression, signing_key.sign_payload(module.payload), path)
     except ModSignError as exc:
         return Outcome(path, FAILED, exc.with_path(path).cause), None
@@ -243,9 +250,8 @@ def _plan_module(path, signing_key, replace_foreign):
 
 def _sign_batch(paths, signing_key, replace_foreign, check_mode):
     # type: (Sequence[str], SigningKey, bool, bool) -> List[Outcome]
-    planned = [_plan_module(path, signing_key, replace_foreign) for path in paths]
-    writes = [(outcome.path, content) for outcome, content in planned if content is not None]
-    errors = {} if check_mode else atomic_write_many(writes)
+    planned = [_plan_module(path, signing_key, replace_foreign, check_mode) for path in paths]
+    errors = atomic_write_many([(outcome.path, content) for outcome, content in planned if content is not None])
     return [Outcome(o.path, FAILED, errors[o.path].cause) if o.path in errors else o for o, _content in planned]
 
 
