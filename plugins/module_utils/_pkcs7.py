@@ -30,8 +30,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import functools
 import hashlib
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _der as der
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
@@ -209,17 +210,18 @@ def check_signing_certificate(cert, path=None):
         raise ModSignError(refusal(cert.public_key_algorithm), path)
 
 
-def build_signed_data(cert, hash_name, signature, use_skid=False):
-    # type: (CertificateId, str, bytes, bool) -> bytes
-    """The PKCS#7 DER that sign-file writes for ``signature`` made by ``cert``'s key."""
+@functools.lru_cache(maxsize=32)
+def _fixed_parts(cert, hash_name, use_skid):
+    # type: (CertificateId, str, bool) -> Tuple[bytes, bytes, bytes]
+    """What every signature by ``cert`` with ``hash_name`` shares: (version, digestAlgorithm, SignerInfo head)."""
     alg = hash_algorithm(hash_name)
     if use_skid:
         if cert.skid is None:
             raise ModSignError("certificate has no subjectKeyIdentifier; cannot name the signer by SKID")
-        version = 3
+        version = der.integer(3)
         sid = der.encode(der.context(0, constructed=False), cert.skid)
     else:
-        version = 1
+        version = der.integer(1)
         sid = der.sequence(cert.issuer, der.integer(cert.serial))
     if cert.public_key_algorithm == OID_RSA:
         signature_algorithm = _algorithm_identifier(OID_RSA, null_parameters=True)
@@ -228,15 +230,20 @@ def build_signed_data(cert, hash_name, signature, use_skid=False):
     else:
         raise ModSignError(refusal(cert.public_key_algorithm))
     digest_algorithm = _algorithm_identifier(alg.oid)
-    signer_info = der.sequence(der.integer(version), sid, digest_algorithm, signature_algorithm,
-                               der.octet_string(signature))
-    signed_data = der.sequence(
-        der.integer(version),
-        der.set_of(digest_algorithm),
-        der.sequence(der.oid(OID_DATA)),
-        der.set_of(signer_info),
-    )
-    return der.sequence(der.oid(OID_SIGNED_DATA), der.encode(der.context(0), signed_data))
+    return version, digest_algorithm, version + sid + digest_algorithm + signature_algorithm
+
+
+_ENCAP_DATA = der.sequence(der.oid(OID_DATA))   # detached: the content type only
+_SIGNED_DATA_OID = der.oid(OID_SIGNED_DATA)
+
+
+def build_signed_data(cert, hash_name, signature, use_skid=False):
+    # type: (CertificateId, str, bytes, bool) -> bytes
+    """The PKCS#7 DER that sign-file writes for ``signature`` made by ``cert``'s key."""
+    version, digest_algorithm, signer_head = _fixed_parts(cert, hash_name, use_skid)
+    signer_info = der.encode(der.SEQUENCE, signer_head + der.octet_string(signature))
+    signed_data = der.sequence(version, der.set_of(digest_algorithm), _ENCAP_DATA, der.set_of(signer_info))
+    return der.sequence(_SIGNED_DATA_OID, der.encode(der.context(0), signed_data))
 
 
 def _parse_signer_info(item):
