@@ -60,11 +60,7 @@ class ModuleFile(NamedTuple):
 
 def read_module(path):
     # type: (str) -> ModuleFile
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+    raw = _read(path)
     kind, data = compression.decompress(raw, path)
     return ModuleFile(path, kind, raw, parse_signature(data, path))
 
