@@ -1,0 +1,291 @@
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Signing many modules as one task: which files, what happened to each, and controller mode.
+
+Private to skm.modsign. Shared by the skm_sign module (on the host) and its
+action plugin (on the controller). No Ansible imports.
+
+Host mode is ``_signing.sign_module_files`` plus path expansion and the
+result format. Controller mode splits the same work in three steps so that
+the private key never leaves the controller and no module crosses the network:
+
+1. survey (host, no ``cryptography`` needed): per module, the digest of its
+   payload under the requested hash, a stat token, and, when its signature
+   names our certificate, that raw signature (and the digest it covers);
+2. decide and sign (controller): verify those signatures with the
+   certificate, ``_signing.decide`` exactly as host mode does, and make a
+   raw signature over each digest that needs one (key loaded once, every core);
+3. write (host): re-read each module, check the stat token and the digest
+   again (a module changed in between is reported failed, not written),
+   build the PKCS#7 from the raw signature and the certificate (pure DER),
+   append, recompress like the original and replace the file atomically.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import glob
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
+from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
+from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write_many
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
+    CertificateId, SignerId, build_signed_data, certificate_id, digest, hash_algorithm, parse_signed_data,
+)
+from ansible_collections.skm.modsign.plugins.module_utils._trailer import trailer
+
+_GLOB_CHARS = ("*", "?", "[")
+BATCH = 32   # modules per work item (one durability flush per batch, see atomic_write_many)
+
+
+# ---------------------------------------------------------------- which files
+
+def expand_paths(paths):
+    # type: (Sequence[str]) -> List[str]
+    """Module files named by ``paths``: files, directories (recursive) and globs.
+
+    A file or directory that does not exist is an error; a glob that matches
+    nothing is not (an empty ``updates/dkms`` is normal).
+    """
+    roots = []  # type: List[str]
+    for entry in paths:
+        if any(ch in entry for ch in _GLOB_CHARS):
+            roots.extend(sorted(glob.glob(entry, recursive=True)))
+        elif os.path.lexists(entry):
+            roots.append(entry)
+        else:
+            raise ModSignError("no such file or directory", entry)
+    return signing.find_modules(roots)
+
+
+def batches(items, size=BATCH):
+    # type: (Sequence[Any], int) -> List[List[Any]]
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def run_batches(func, items, workers):
+    # type: (Any, Sequence[Any], int) -> List[Any]
+    """``func`` over ``items`` in batches on ``workers`` processes (0: twice the cores); flat, in order."""
+    workers = workers or 2 * default_workers()
+    return [out for chunk in map_files(lambda b: [func(i) for i in b], batches(items), workers) for out in chunk]
+
+
+# ---------------------------------------------------------------- the result
+
+def summarize(outcomes, check_mode=False):
+    # type: (Sequence[signing.Outcome], bool) -> Dict[str, Any]
+    """The task result both modes return: per-module lists and counts."""
+    lists = {"signed": [], "replaced": [], "already_signed": [], "foreign": [], "failed": []}  # type: Dict[str, List[Any]]
+    for o in outcomes:
+        if o.status == signing.SIGNED:
+            lists["signed"].append(o.path)
+        elif o.status == signing.ALREADY_SIGNED:
+            lists["already_signed"].append(o.path)
+        elif o.status == signing.REPLACED:
+            lists["replaced"].append(o.path)
+            if o.signer:
+                lists["foreign"].append({"path": o.path, "signer": o.signer, "action": "replaced"})
+        elif o.status == signing.FOREIGN:
+            lists["foreign"].append({"path": o.path, "signer": o.signer or "another key", "action": "left"})
+        else:
+            lists["failed"].append({"path": o.path, "reason": o.reason or "failed"})
+    counts = dict((name, len(items)) for name, items in lists.items())
+    counts["total"] = len(outcomes)
+    result = dict(lists)  # type: Dict[str, Any]
+    result["counts"] = counts
+    result["changed"] = bool(lists["signed"] or lists["replaced"])
+    verb = "would sign" if check_mode else "signed"
+    result["msg"] = "%s %d, re-signed %d, already signed %d, foreign left %d, failed %d (of %d modules)" % (
+        verb, counts["signed"], counts["replaced"], counts["already_signed"],
+        sum(1 for f in lists["foreign"] if f["action"] == "left"), counts["failed"], counts["total"])
+    return result
+
+
+def failure_message(result):
+    # type: (Dict[str, Any]) -> Optional[str]
+    """The task's failure message when any module failed (naming them), else None."""
+    failed = result["failed"]
+    if not failed:
+        return None
+    shown = "; ".join("%s: %s" % (f["path"], f["reason"]) for f in failed[:20])
+    more = " (and %d more)" % (len(failed) - 20) if len(failed) > 20 else ""
+    return "%d of %d modules failed: %s%s" % (len(failed), result["counts"]["total"], shown, more)
+
+
+def diff(result, check_mode=False):
+    # type: (Dict[str, Any], bool) -> Dict[str, str]
+    """A readable before/after of the modules whose signature changes."""
+    before, after = [], []
+    foreign = dict((f["path"], f["signer"]) for f in result["foreign"])
+    for path in result["signed"]:
+        before.append("%s: unsigned\n" % path)
+        after.append("%s: signed\n" % path)
+    for path in result["replaced"]:
+        before.append("%s: %s\n" % (path, foreign.get(path, "signed by this key with another hash")))
+        after.append("%s: signed\n" % path)
+    header = "modules (%s)" % ("would change" if check_mode else "changed")
+    return {"before": "".join(before), "after": "".join(after), "before_header": header, "after_header": header}
+
+
+# ---------------------------------------------------------------- controller mode: wire format
+
+def b64(data):
+    # type: (bytes) -> str
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text):
+    # type: (str) -> bytes
+    return base64.b64decode(text.encode("ascii"))
+
+
+def _stat_token(path):
+    # type: (str) -> str
+    st = os.stat(path)
+    return "%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def survey_module(path, cert, hash_name):
+    # type: (str, CertificateId, str) -> Dict[str, Any]
+    """Host side, step 1: what the controller needs to judge and sign one module (no crypto library).
+
+    Keys: ``p`` path, ``t`` stat token, ``d`` hex digest of the payload under
+    ``hash_name``, ``s`` state: ``unsigned``, ``ours`` (the signature names
+    ``cert``: ``h`` its hash, ``g`` its raw signature, ``sd`` the digest it
+    covers when ``h`` differs), ``unknown_key`` (``n`` the signer as text),
+    ``bad_signature``/``failed`` (``r`` the reason).
+    """
+    try:
+        token = _stat_token(path)
+        module = signing.read_module(path)
+        entry = {"p": path, "t": token, "d": digest(module.payload, hash_name).hex()}  # type: Dict[str, Any]
+        pkcs7 = module.signature.pkcs7
+        if pkcs7 is None:
+            entry["s"] = signing.UNSIGNED
+            return entry
+        info = parse_signed_data(pkcs7, path)[0]
+        if info.has_signed_attributes:
+            entry.update(s=signing.BAD_SIGNATURE, r="signed attributes (the kernel refuses them on module signatures)")
+        elif cert.matches(info.signer):
+            entry.update(s="ours", h=info.hash_name, g=b64(info.signature))
+            if info.hash_name != hash_name:
+                entry["sd"] = digest(module.payload, info.hash_name).hex()
+        else:
+            entry.update(s=signing.UNKNOWN_KEY, n=info.signer.describe())
+        return entry
+    except ModSignError as exc:
+        return {"p": path, "s": signing.FAILED, "r": exc.with_path(path).cause}
+
+
+def survey(paths, cert_der, hash_name, workers=0):
+    # type: (Sequence[str], bytes, str, int) -> List[Dict[str, Any]]
+    cert = certificate_id(cert_der)
+    hash_name = hash_algorithm(hash_name).name
+    return run_batches(lambda path: survey_module(path, cert, hash_name), paths, workers)
+
+
+def plan(entries, signing_key, replace_foreign):
+    # type: (Sequence[Dict[str, Any]], signing.SigningKey, bool) -> List[Tuple[signing.Outcome, Optional[Dict[str, Any]]]]
+    """Controller side, step 2: the outcome of each surveyed module, and what to sign for those that change.
+
+    The verdicts are the ones ``_signing.judge`` gives in host mode; the
+    decision is ``_signing.decide`` itself, so both modes agree.
+    """
+    planned = []
+    for entry in entries:
+        path, state = entry["p"], entry["s"]
+        if state == signing.FAILED:
+            planned.append((signing.Outcome(path, signing.FAILED, entry.get("r")), None))
+            continue
+        if state == "ours":
+            covered = bytes.fromhex(entry.get("sd") or entry["d"])
+            ok = keys.verify_digest(signing_key.trusted.public_key, unb64(entry["g"]), covered, entry["h"])
+            verdict = signing.Verdict(signing.TRUSTED if ok else signing.BAD_SIGNATURE, None, entry["h"],
+                                      signing_key.certificate,
+                                      None if ok else "signature does not verify with the certificate it names")
+        elif state == signing.UNKNOWN_KEY:
+            verdict = signing.Verdict(signing.UNKNOWN_KEY)
+        else:
+            verdict = signing.Verdict(state, reason=entry.get("r"))
+        action = signing.decide(verdict, signing_key.is_current(verdict), replace_foreign)
+        signer = entry.get("n") if state == signing.UNKNOWN_KEY else signing.describe_verdict(verdict)
+        if state == signing.UNKNOWN_KEY and signer:
+            signer = "signed by an unknown key (%s)" % signer
+        planned.append((signing.Outcome(path, action, signer=signer),
+                        entry if action in (signing.SIGNED, signing.REPLACED) else None))
+    return planned
+
+
+def sign_digests(signing_key, digests_hex, workers=0):
+    # type: (signing.SigningKey, Sequence[str], int) -> List[str]
+    """Raw signatures (base64) over hex digests, on every core of the controller; the key never moves."""
+    return run_batches(lambda d: b64(signing_key.sign_digest(bytes.fromhex(d))), digests_hex, workers or default_workers())
+
+
+def write_requests(planned, signatures):
+    # type: (Sequence[Tuple[signing.Outcome, Optional[Dict[str, Any]]]], Sequence[str]) -> List[Dict[str, str]]
+    """What the host needs to write each changed module: path, stat token, digest, raw signature."""
+    entries = [entry for _outcome, entry in planned if entry is not None]
+    return [{"p": e["p"], "t": e["t"], "d": e["d"], "g": g} for e, g in zip(entries, signatures)]
+
+
+def _write_one(request, cert, hash_name, use_skid):
+    # type: (Dict[str, str], CertificateId, str, bool) -> Tuple[str, Optional[str], Any]
+    path = request["p"]
+    try:
+        if _stat_token(path) != request["t"]:
+            return path, "module changed since its digest was taken; not written", None
+        module = signing.read_module(path)
+        if digest(module.payload, hash_name).hex() != request["d"]:
+            return path, "module changed since its digest was taken; not written", None
+        pkcs7 = build_signed_data(cert, hash_name, unb64(request["g"]), use_skid)
+        if module.compression == compression.NONE:
+            return path, None, (module.payload, trailer(pkcs7))
+        return path, None, compression.compress(module.compression, module.payload + trailer(pkcs7), path)
+    except ModSignError as exc:
+        return path, exc.with_path(path).cause, None
+    except (ValueError, KeyError, TypeError) as exc:
+        return path, "malformed write request (%s)" % exc, None
+
+
+def _write_batch(requests, cert, hash_name, use_skid):
+    # type: (Sequence[Dict[str, str]], CertificateId, str, bool) -> List[Tuple[str, Optional[str]]]
+    made = [_write_one(r, cert, hash_name, use_skid) for r in requests]
+    errors = atomic_write_many([(path, content) for path, reason, content in made if content is not None])
+    return [(path, errors[path].cause if path in errors else reason) for path, reason, _content in made]
+
+
+def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0):
+    # type: (Sequence[Dict[str, str]], bytes, str, bool, int) -> Dict[str, str]
+    """Host side, step 3: write every requested module; returns the failures by path."""
+    cert = certificate_id(cert_der)
+    hash_name = hash_algorithm(hash_name).name
+    if use_skid and cert.skid is None:
+        raise ModSignError("the certificate has no subjectKeyIdentifier; cannot name the signer by SKID")
+    workers = workers or 2 * default_workers()
+    done = map_files(lambda b: _write_batch(b, cert, hash_name, use_skid), batches(requests), workers)
+    return dict((path, reason) for chunk in done for path, reason in chunk if reason is not None)
+
+
+def outcomes_after_write(planned, failures):
+    # type: (Sequence[Tuple[signing.Outcome, Optional[Dict[str, Any]]]], Dict[str, str]) -> List[signing.Outcome]
+    return [signing.Outcome(o.path, signing.FAILED, failures[o.path]) if o.path in failures else o
+            for o, _entry in planned]
+
+
+def signing_key_from_bytes(key_data, cert_data, passphrase=None, hash_name="sha512", use_skid=False,
+                           key_name=None, cert_name=None):
+    # type: (bytes, Optional[bytes], Optional[str], str, bool, Optional[str], Optional[str]) -> signing.SigningKey
+    """A SigningKey from PEM/DER bytes (a vaulted variable) rather than files; the certificate may sit in the key PEM."""
+    private_key = keys.load_private_key(key_data, passphrase, key_name)
+    cert = keys.load_certificate(key_data if cert_data is None else cert_data,
+                                         key_name if cert_data is None else cert_name)
+    return signing.SigningKey(private_key, cert, hash_name, use_skid, cert_name or key_name)
