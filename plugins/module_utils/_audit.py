@@ -1,0 +1,175 @@
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The signature state of every module of a kernel, against the certificates it trusts.
+
+Private to skm.modsign; used by skm_module_info (and through it the enforce
+role's safety gate). No Ansible imports.
+
+A module is ``trusted`` only when ``_signing.judge`` says so: its signature
+names one of the given certificates and verifies over the payload with it.
+Everything else (unsigned, another key, bad signature, unreadable) is not.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import shutil
+import subprocess
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ansible_collections.skm.modsign.plugins.module_utils import _der as der
+from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
+from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import format_serial, name_to_text
+from ansible_collections.skm.modsign.plugins.module_utils._sign_batch import run_batches
+
+STATES = (signing.TRUSTED, signing.UNSIGNED, signing.UNKNOWN_KEY, signing.BAD_SIGNATURE, signing.UNPARSEABLE)
+_OID_CN = "2.5.4.3"
+_PEM_CERT = re.compile(b"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+# ---------------------------------------------------------------- which kernels
+
+def _version_key(version):
+    # type: (str) -> List[Any]
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+~_]", version)]
+
+
+def default_boot_kernel(boot_dir="/boot", modules_root="/lib/modules"):
+    # type: (str, str) -> Tuple[Optional[str], str]
+    """The kernel version the next boot will most likely start, and how it was found.
+
+    In order: ``grubby --default-kernel`` (BLS: Fedora/RHEL), the ``vmlinuz``
+    link (Debian ``/vmlinuz``, SUSE ``/boot/vmlinuz``), else the newest
+    version under ``modules_root`` (what GRUB's generated menu lists first).
+    """
+    grubby = shutil.which("grubby")
+    if grubby:
+        proc = subprocess.run([grubby, "--default-kernel"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        image = proc.stdout.decode("utf-8", "replace").strip()
+        if proc.returncode == 0 and os.path.basename(image).startswith("vmlinuz-"):
+            return os.path.basename(image)[len("vmlinuz-"):], "grubby --default-kernel"
+    for link in ("/vmlinuz", os.path.join(boot_dir, "vmlinuz")):
+        if os.path.islink(link):
+            target = os.path.basename(os.path.realpath(link))
+            if target.startswith("vmlinuz-"):
+                return target[len("vmlinuz-"):], link
+    try:
+        versions = [v for v in os.listdir(modules_root) if os.path.isdir(os.path.join(modules_root, v))]
+    except OSError:
+        versions = []
+    if versions:
+        return sorted(versions, key=_version_key)[-1], "newest in %s" % modules_root
+    return None, "none found"
+
+
+# ---------------------------------------------------------------- trusted certificates
+
+def certificates_in_file(path):
+    # type: (str) -> List[bytes]
+    """Every certificate in a PEM file (DER each), or the file itself when it is DER."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+    blocks = _PEM_CERT.findall(data)
+    if not blocks:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            raise ModSignError("no PEM certificate in this file", path)
+        return [data]
+    return [keys.certificate_der(keys.load_certificate(block, path)) for block in blocks]
+
+
+def describe_certificate(cert_id, source):
+    # type: (Any, str) -> Dict[str, Any]
+    return {"subject": name_to_text(cert_id.subject), "issuer": name_to_text(cert_id.issuer),
+            "serial": format_serial(cert_id.serial), "skid": cert_id.skid.hex() if cert_id.skid else None,
+            "fingerprint_sha256": cert_id.fingerprint, "source": source}
+
+
+def load_trusted(cert_files, images):
+    # type: (Sequence[str], Sequence[str]) -> Tuple[List[signing.TrustedCertificate], List[Dict[str, Any]]]
+    """Trusted certificates from files and from kernel images' built-in keyrings (unusable key types skipped)."""
+    trusted, described = [], []
+    seen = set()
+    sources = [(der_bytes, path) for path in cert_files for der_bytes in certificates_in_file(path)]
+    for image in images:
+        try:
+            with open(image, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise ModSignError("cannot read (%s)" % (exc.strerror or exc), image)
+        sources.extend((cert.der, "built into %s" % image) for cert in builtin_certificates(data, image))
+    for der_bytes, source in sources:
+        try:
+            cert = signing.TrustedCertificate.from_bytes(der_bytes, source)
+        except ModSignError:
+            if source in cert_files:
+                raise
+            continue  # a built-in certificate of a type that cannot sign modules
+        if cert.id.der in seen:
+            continue
+        seen.add(cert.id.der)
+        trusted.append(cert)
+        described.append(describe_certificate(cert.id, source))
+    return trusted, described
+
+
+# ---------------------------------------------------------------- modules
+
+def common_name(name_der):
+    # type: (Optional[bytes]) -> Optional[str]
+    """The CN of a DER Name (what modinfo prints as ``signer``)."""
+    if not name_der:
+        return None
+    try:
+        for rdn in der.children(der.read_one(name_der, der.SEQUENCE).value):
+            for atv in der.children(rdn.value):
+                attr_oid, value = der.children(atv.value)[:2]
+                if der.decode_oid(attr_oid.value) == _OID_CN:
+                    return value.value.decode("utf-8", "replace")
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
+def audit_module(path, trusted):
+    # type: (str, Sequence[signing.TrustedCertificate]) -> Dict[str, Any]
+    """One module's state, with the signer as modinfo shows it (signer, sig_key, sig_hashalgo)."""
+    try:
+        module = signing.read_module(path)
+    except ModSignError as exc:
+        return {"path": path, "state": signing.UNPARSEABLE, "reason": exc.cause}
+    verdict = signing.judge(module.payload, module.signature.pkcs7, trusted, path)
+    entry = {"path": path, "state": verdict.state}  # type: Dict[str, Any]
+    if verdict.signer is not None:
+        signer = verdict.signer
+        entry["signer"] = common_name(signer.issuer) if signer.skid is None else None
+        entry["sig_key"] = signer.skid.hex().upper() if signer.skid is not None else format_serial(signer.serial or 0)
+        entry["sig_hashalgo"] = verdict.hash_name
+    if verdict.state == signing.TRUSTED and verdict.certificate is not None:
+        entry["trusted_by"] = name_to_text(verdict.certificate.subject)
+    if verdict.reason:
+        entry["reason"] = verdict.reason
+    return entry
+
+
+def audit(paths, trusted, workers=0):
+    # type: (Sequence[str], Sequence[signing.TrustedCertificate], int) -> List[Dict[str, Any]]
+    return run_batches(lambda path: audit_module(path, trusted), paths, workers)
+
+
+def summary(entries):
+    # type: (Sequence[Dict[str, Any]]) -> Dict[str, int]
+    counts = dict((state, 0) for state in STATES)
+    for entry in entries:
+        counts[entry["state"]] += 1
+    counts["total"] = len(entries)
+    return counts

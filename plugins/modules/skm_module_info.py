@@ -1,0 +1,264 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: skm_module_info
+short_description: Report the signature state of every kernel module against trusted certificates
+description:
+  - For one or more kernel versions (default - the running kernel and the default boot kernel) or for given paths,
+    reads every module (C(.ko), C(.ko.xz), C(.ko.gz), C(.ko.zst), by magic bytes) and says whether it is
+    V(unsigned), V(trusted) (signed by one of the trusted certificates and the signature verifies; which one),
+    V(unknown_key) (signed by a key none of them is; the signer as C(modinfo) prints it), V(bad_signature)
+    (names a trusted certificate but does not verify, or carries signed attributes the kernel refuses) or
+    V(unparseable) (corrupt file or signature).
+  - A module is V(trusted) only when its signature verifies with a trusted certificate; an unsigned module, a
+    module signed by any other key, and a tampered module never are. The enforce role's safety gate relies on it.
+  - Read-only; runs the same in check mode.
+version_added: 0.1.0
+author:
+  - skm.modsign contributors
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; check mode changes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  kernel:
+    description:
+      - Kernel versions to audit (directories under O(modules_root)).
+      - Default - the running kernel and the default boot kernel (C(grubby --default-kernel), else the
+        C(/vmlinuz) or C(/boot/vmlinuz) link, else the newest version under O(modules_root)).
+    type: list
+    elements: str
+  path:
+    description:
+      - Audit these module files, directories (recursive) or globs instead of whole kernels.
+    type: list
+    elements: str
+  modules_root:
+    description: Where the module trees of O(kernel) live.
+    type: path
+    default: /lib/modules
+  boot_dir:
+    description: Where the kernel images (C(vmlinuz-<version>)) are, for O(builtin_certs).
+    type: path
+    default: /boot
+  trusted_certs:
+    description:
+      - Certificate files (PEM, one or more certificates each, or DER) whose signatures count as trusted, for
+        example the MOK certificate enrolled for the fleet key.
+    type: list
+    elements: path
+    default: []
+  builtin_certs:
+    description:
+      - Also trust the certificates built into each audited kernel's image (C(<boot_dir>/vmlinuz-<version>)),
+        the distribution's or the custom kernel's own signing key. Ignored with O(path).
+    type: bool
+    default: true
+  report:
+    description:
+      - Which modules RV(modules) lists. V(all), V(untrusted) (every module that is not V(trusted)) or V(none)
+        (only the summary counts).
+    type: str
+    choices: [all, untrusted, none]
+    default: all
+  workers:
+    description: Processes to use; V(0) - twice the number of cores.
+    type: int
+    default: 0
+notes:
+  - Needs C(cryptography) on the host to verify signatures.
+  - Certificates enrolled only in MOK or the firmware are not read from the machine; list them in O(trusted_certs).
+seealso:
+  - module: skm.modsign.skm_sign
+"""
+
+EXAMPLES = r"""
+- name: Audit the running and the default boot kernel against the fleet certificate
+  skm.modsign.skm_module_info:
+    trusted_certs: [/etc/skm/fleet-signing.crt]
+  register: audit
+
+- name: Refuse to go on while a module of the boot kernel is not trusted
+  ansible.builtin.assert:
+    that: audit.all_trusted
+    fail_msg: "{{ audit.summary }}"
+
+- name: Only the problems of one kernel's DKMS modules
+  skm.modsign.skm_module_info:
+    path: /lib/modules/6.1.0-13-amd64/updates
+    trusted_certs: [/var/lib/shim-signed/mok/MOK.der]
+    report: untrusted
+"""
+
+RETURN = r"""
+kernels:
+  description: One entry per audited kernel (empty with O(path)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    version:
+      description: Kernel version.
+      type: str
+    role:
+      description: Why it was audited - V(running), V(default_boot), both, or V(requested).
+      type: list
+      elements: str
+    modules_dir:
+      description: The module tree read.
+      type: str
+    image:
+      description: The kernel image whose built-in certificates were trusted, if found.
+      type: str
+    summary:
+      description: Counts per state for this kernel.
+      type: dict
+    all_trusted:
+      description: Every module of this kernel is V(trusted).
+      type: bool
+modules:
+  description: The modules selected by O(report), each with its state.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The module file.
+      type: str
+    kernel:
+      description: The kernel version it belongs to (absent with O(path)).
+      type: str
+    state:
+      description: V(trusted), V(unsigned), V(unknown_key), V(bad_signature) or V(unparseable).
+      type: str
+    signer:
+      description: The signer's issuer common name, as C(modinfo) prints C(signer).
+      type: str
+    sig_key:
+      description: The signer's serial (colon-separated hex, as C(modinfo) prints C(sig_key)) or SKID (hex).
+      type: str
+    sig_hashalgo:
+      description: The signature's hash.
+      type: str
+    trusted_by:
+      description: The subject of the trusted certificate that verified it.
+      type: str
+    reason:
+      description: Why a signature is bad or a module unparseable.
+      type: str
+summary:
+  description: Counts per state over everything audited, and C(total).
+  returned: always
+  type: dict
+  sample: {total: 4023, trusted: 4020, unsigned: 2, unknown_key: 1, bad_signature: 0, unparseable: 0}
+all_trusted:
+  description: Every audited module is V(trusted) (what a safety gate asks before enforcing signatures).
+  returned: always
+  type: bool
+trusted_certificates:
+  description: The certificates modules were checked against (subject, issuer, serial, skid, fingerprint, source).
+  returned: always
+  type: list
+  elements: dict
+default_boot_kernel_source:
+  description: How the default boot kernel was found (when O(kernel) and O(path) are not given).
+  returned: when the default kernels are audited
+  type: str
+"""
+
+import os
+
+from ansible_collections.skm.modsign.plugins.module_utils import _audit as audit
+from ansible_collections.skm.modsign.plugins.module_utils import _sign_batch as batch
+from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
+from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail, require_cryptography
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+
+ARGUMENT_SPEC = dict(
+    kernel=dict(type="list", elements="str"),
+    path=dict(type="list", elements="str"),
+    modules_root=dict(type="path", default="/lib/modules"),
+    boot_dir=dict(type="path", default="/boot"),
+    trusted_certs=dict(type="list", elements="path", default=[]),
+    builtin_certs=dict(type="bool", default=True),
+    report=dict(type="str", choices=["all", "untrusted", "none"], default="all"),
+    workers=dict(type="int", default=0),
+)
+
+
+def kernels_to_audit(module, result):
+    """[(version, roles)] from the options, or the running and the default boot kernel."""
+    p = module.params
+    if p["kernel"]:
+        return [(version, ["requested"]) for version in p["kernel"]]
+    running = os.uname()[2]
+    boot, source = audit.default_boot_kernel(p["boot_dir"], p["modules_root"])
+    result["default_boot_kernel_source"] = source
+    if boot is None or boot == running:
+        return [(running, ["running"] + (["default_boot"] if boot else []))]
+    return [(running, ["running"]), (boot, ["default_boot"])]
+
+
+def main():
+    module = build_module(ARGUMENT_SPEC, mutually_exclusive=[("kernel", "path")])
+    require_cryptography(module)
+    p = module.params
+    result = {"changed": False, "kernels": []}
+    try:
+        if p["path"]:
+            groups = [(None, None, batch.expand_paths(p["path"]), [])]
+        else:
+            groups = []
+            for version, roles in kernels_to_audit(module, result):
+                modules_dir = os.path.join(p["modules_root"], version)
+                if not os.path.isdir(modules_dir):
+                    if p["kernel"]:
+                        raise ModSignError("no module tree for kernel %s" % version, modules_dir)
+                    module.warn("kernel %s (%s) has no module tree at %s; nothing to audit for it"
+                                % (version, " and ".join(roles), modules_dir))
+                    continue
+                image = os.path.join(p["boot_dir"], "vmlinuz-" + version)
+                images = [image] if p["builtin_certs"] and os.path.isfile(image) else []
+                groups.append((version, roles, batch.expand_paths([modules_dir]), images))
+        everything, described = [], {}
+        for version, roles, paths, images in groups:
+            trusted, certs = audit.load_trusted(p["trusted_certs"], images)
+            described.update((c["fingerprint_sha256"], c) for c in certs)
+            entries = audit.audit(paths, trusted, p["workers"])
+            if version is not None:
+                for entry in entries:
+                    entry["kernel"] = version
+                counts = audit.summary(entries)
+                result["kernels"].append({
+                    "version": version, "role": roles, "modules_dir": os.path.join(p["modules_root"], version),
+                    "image": images[0] if images else None, "summary": counts,
+                    "all_trusted": counts[signing.TRUSTED] == counts["total"]})
+            everything.extend(entries)
+    except ModSignError as exc:
+        fail(module, exc)
+    result["trusted_certificates"] = list(described.values())
+    result["summary"] = audit.summary(everything)
+    result["all_trusted"] = result["summary"][signing.TRUSTED] == result["summary"]["total"]
+    if p["report"] == "all":
+        result["modules"] = everything
+    elif p["report"] == "untrusted":
+        result["modules"] = [e for e in everything if e["state"] != signing.TRUSTED]
+    else:
+        result["modules"] = []
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
