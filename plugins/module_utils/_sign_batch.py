@@ -83,7 +83,7 @@ def run_batches(func, items, workers):
 def summarize(outcomes, check_mode=False):
     # type: (Sequence[signing.Outcome], bool) -> Dict[str, Any]
     """The task result both modes return: per-module lists and counts."""
-    lists = {"signed": [], "replaced": [], "already_signed": [], "foreign": [], "failed": []}  # type: Dict[str, List[Any]]
+    lists = {"signed": [], "replaced": [], "already_signed": [], "foreign": [], "failures": []}  # type: Dict[str, List[Any]]
     for o in outcomes:
         if o.status == signing.SIGNED:
             lists["signed"].append(o.path)
@@ -96,8 +96,9 @@ def summarize(outcomes, check_mode=False):
         elif o.status == signing.FOREIGN:
             lists["foreign"].append({"path": o.path, "signer": o.signer or "another key", "action": "left"})
         else:
-            lists["failed"].append({"path": o.path, "reason": o.reason or "failed"})
+            lists["failures"].append({"path": o.path, "reason": o.reason or "failed"})
     counts = dict((name, len(items)) for name, items in lists.items())
+    counts["failed"] = counts.pop("failures")
     counts["total"] = len(outcomes)
     result = dict(lists)  # type: Dict[str, Any]
     result["counts"] = counts
@@ -112,7 +113,7 @@ def summarize(outcomes, check_mode=False):
 def failure_message(result):
     # type: (Dict[str, Any]) -> Optional[str]
     """The task's failure message when any module failed (naming them), else None."""
-    failed = result["failed"]
+    failed = result["failures"]
     if not failed:
         return None
     shown = "; ".join("%s: %s" % (f["path"], f["reason"]) for f in failed[:20])

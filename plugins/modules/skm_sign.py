@@ -198,8 +198,10 @@ foreign:
     action:
       description: V(left) (reported only) or V(replaced).
       type: str
-failed:
-  description: Modules that could not be signed, with the cause. The task fails when this is not empty.
+failures:
+  description:
+    - Modules that could not be signed, with the cause. The task fails when this is not empty.
+    - (Not named C(failed), which Ansible reserves for the task's own status.)
   returned: always
   type: list
   elements: dict
