@@ -1,0 +1,204 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: skm_enforce_gate
+short_description: Refuse module signature enforcement while the next boot would not load every module
+description:
+  - The safety gate before C(module.sig_enforce=1). For the kernel that boots next (or O(kernel)) it fails, listing
+    the reasons, when that kernel would refuse a module once enforcement is on.
+  - Every module under C(/lib/modules/<version>) must be signed by a key that kernel trusts - the certificates
+    built into its image (read from C(/boot/vmlinuz-<version>)), plus O(secondary_certificates) when the kernel has
+    a secondary keyring, plus O(mok_certificates) only when O(trust_mok) says shim exports MokListTrustedRT and the
+    kernel links MOK into the machine keyring. Unsigned, unknown-key, bad and unparseable signatures are listed.
+  - The kernel's C(/boot/config-<version>) must let it verify our signatures at all - C(CONFIG_MODULE_SIG=y), our
+    key type built in (C(CONFIG_CRYPTO_RSA=y), C(CONFIG_CRYPTO_ECDSA=y)) and our hash built in
+    (C(CONFIG_CRYPTO_SHA512=y) for sha384/sha512; C(=m) does not count - a module cannot verify the module that
+    would provide it). Debian 6.1, for example, ships sha512 as a module and no ECDSA.
+  - Each of O(certificates) (ours) must be in one of those keyrings.
+  - With O(allow_untrusted=true) the gate reports the same findings, warns and lets the play go on.
+version_added: 0.1.0
+author:
+  - skm.modsign contributors
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  root_dir:
+    description: The root of the system to check (C(/boot), C(/lib/modules) are read under it).
+    type: path
+    default: /
+  kernel:
+    description:
+      - The kernel version to check. Default - the one that boots next - grubenv's C(saved_entry) BLS entry, else
+        the C(/boot/vmlinuz) or C(/vmlinuz) link, else the first C(linux) line of C(grub.cfg), else systemd-boot's
+        default entry, else the newest C(/boot/vmlinuz-*).
+    type: str
+  modules_dir:
+    description: The modules of that kernel. Default - C(<root_dir>/lib/modules/<kernel>).
+    type: path
+  certificates:
+    description: Our certificates (PEM or DER), which must be trusted by that kernel for modules.
+    type: list
+    elements: path
+    default: []
+  secondary_certificates:
+    description: Certificates added to the kernel's secondary trusted keyring (by C(keyctl) at boot, for example).
+    type: list
+    elements: path
+    default: []
+  mok_certificates:
+    description: Certificates enrolled in MOK (see M(skm.modsign.skm_mok_enroll)).
+    type: list
+    elements: path
+    default: []
+  trust_mok:
+    description:
+      - Whether shim exports MokListTrustedRT on these hosts (C(mokutil --trust-mok)), which lets the kernel link
+        MOK certificates into the machine keyring and trust them for modules. Without it, MOK certificates do not
+        count.
+    type: bool
+    default: false
+  hash:
+    description: The hash we sign with; the kernel must have it built in. Default - the hashes of our signatures found.
+    type: str
+    choices: [sha256, sha384, sha512, sha3-256, sha3-384, sha3-512]
+  allow_untrusted:
+    description:
+      - Override - report the findings as a warning and do not fail. Enforcing then may leave the host without
+        drivers (storage, network) at the next boot.
+    type: bool
+    default: false
+  workers:
+    description: Processes verifying modules. V(0) - one per core.
+    type: int
+    default: 0
+notes:
+  - Requires C(cryptography) >= 3.3 on the host.
+seealso:
+  - module: skm.modsign.skm_kernel_cmdline
+  - module: skm.modsign.skm_module_info
+"""
+
+EXAMPLES = r"""
+- name: Refuse to enforce while any module of the next kernel would be refused
+  skm.modsign.skm_enforce_gate:
+    certificates: [/var/lib/skm/current/signing_key.pem]
+    mok_certificates: [/var/lib/skm/current/signing_key.der]
+    trust_mok: true
+    hash: sha256
+"""
+
+RETURN = r"""
+passed:
+  description: Whether that kernel would load every module with enforcement on and trusts our certificates.
+  returned: always
+  type: bool
+overridden:
+  description: The gate did not pass and O(allow_untrusted) let the play continue.
+  returned: always
+  type: bool
+kernel:
+  description: The kernel version checked.
+  returned: success
+  type: str
+  sample: 6.1.0-13-amd64
+kernel_source:
+  description: How that kernel was found.
+  returned: success
+  type: str
+  sample: /boot/vmlinuz -> vmlinuz-6.1.0-13-amd64
+modules_total:
+  description: Number of modules checked.
+  returned: success
+  type: int
+offenders:
+  description: Modules that kernel would refuse.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    path: {description: The module file, type: str}
+    state: {description: "unsigned, unknown_key, bad_signature or unparseable", type: str}
+    reason: {description: Why, with the signer when there is one, type: str}
+problems:
+  description: Why that kernel cannot verify our signatures (config, keyrings).
+  returned: success
+  type: list
+  elements: str
+notes:
+  description: Certificates that do not count and why.
+  returned: success
+  type: list
+  elements: str
+builtin_certificates:
+  description: The certificates built into that kernel's image.
+  returned: success
+  type: list
+  elements: str
+module_hashes:
+  description: Hashes of the trusted module signatures found.
+  returned: success
+  type: list
+  elements: str
+"""
+
+from ansible_collections.skm.modsign.plugins.module_utils import _gate as gate
+from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail, require_cryptography
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._signing import TrustedCertificate
+
+
+def main():
+    module = build_module(dict(
+        root_dir=dict(type="path", default="/"),
+        kernel=dict(type="str"),
+        modules_dir=dict(type="path"),
+        certificates=dict(type="list", elements="path", default=[]),
+        secondary_certificates=dict(type="list", elements="path", default=[]),
+        mok_certificates=dict(type="list", elements="path", default=[]),
+        trust_mok=dict(type="bool", default=False),
+        hash=dict(type="str", choices=["sha256", "sha384", "sha512", "sha3-256", "sha3-384", "sha3-512"]),
+        allow_untrusted=dict(type="bool", default=False),
+        workers=dict(type="int", default=0),
+    ))
+    require_cryptography(module)
+    p = module.params
+    result = dict(changed=False, passed=False, overridden=False)
+    try:
+        ours = [(path, TrustedCertificate.from_file(path)) for path in p["certificates"]]
+        outcome = gate.check(
+            root=p["root_dir"], kernel=p["kernel"], ours=ours,
+            secondary=[TrustedCertificate.from_file(path) for path in p["secondary_certificates"]],
+            mok=[TrustedCertificate.from_file(path) for path in p["mok_certificates"]],
+            trust_mok=p["trust_mok"], hashes=[p["hash"]] if p["hash"] else [],
+            modules_dir=p["modules_dir"], workers=p["workers"])
+    except ModSignError as exc:
+        fail(module, exc, **result)
+    result.update(
+        passed=outcome.passed, kernel=outcome.kernel, kernel_source=outcome.kernel_source,
+        modules_total=outcome.modules_total, problems=outcome.problems, notes=outcome.notes,
+        offenders=[o._asdict() for o in outcome.offenders], builtin_certificates=outcome.builtin,
+        module_hashes=outcome.hashes, msg=outcome.message())
+    if not outcome.passed:
+        if not p["allow_untrusted"]:
+            module.fail_json(**result)
+        result["overridden"] = True
+        module.warn("safety gate overridden (allow_untrusted): " + outcome.message())
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

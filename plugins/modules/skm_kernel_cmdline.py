@@ -1,0 +1,222 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: skm_kernel_cmdline
+short_description: Ensure a kernel argument (module.sig_enforce=1) is on, or off, every boot entry
+description:
+  - Puts one kernel argument on the command line of every boot entry, or takes it off, for the bootloader the host
+    uses, and keeps every other argument byte for byte.
+  - V(grub) (Debian, Ubuntu) - a drop-in C(/etc/default/grub.d/60-skm-modsign.cfg) appends the argument to
+    C(GRUB_CMDLINE_LINUX); then C(update-grub) (or C(grub-mkconfig -o)) regenerates C(grub.cfg). Removal deletes the
+    drop-in and takes the argument out of C(GRUB_CMDLINE_LINUX)/C(GRUB_CMDLINE_LINUX_DEFAULT) in
+    C(/etc/default/grub) and the other drop-ins.
+  - V(grubby) (Fedora, RHEL) - C(grubby --update-kernel=ALL --args=...) (or C(--remove-args=...)), which edits every
+    BootLoaderSpec entry in C(/boot/loader/entries), C($kernelopts) in C(grubenv), C(/etc/default/grub) and
+    C(/etc/kernel/cmdline).
+  - V(systemd_boot) - the C(options) of every C(loader/entries/*.conf) on the ESP (C(/efi), C(/boot/efi), C(/boot))
+    and C(/etc/kernel/cmdline), which C(kernel-install) uses for kernels installed later.
+  - V(kernel_install) - C(/etc/kernel/cmdline) only, for unified kernel images built by C(kernel-install).
+  - The argument counts as present only when it is in effect on EVERY boot entry (the last occurrence of its name
+    wins, as in the kernel); otherwise the files are fixed and the bootloader tool runs. A second run reports
+    C(changed=false), so a play that reboots on change does not reboot again.
+  - After the bootloader tool ran, the entries are read again; an entry still without the argument fails the task.
+version_added: 0.1.0
+author:
+  - skm.modsign contributors
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change (files and predicted entries); never runs update-grub or grubby.
+  diff_mode:
+    support: full
+    description: Before and after of every file written, and of the boot entries a bootloader tool would rewrite.
+  idempotent:
+    support: full
+    description: Decided from the boot entries themselves; a second run changes nothing.
+options:
+  argument:
+    description:
+      - One kernel argument, V(name) or V(name=value). Shell and quoting characters are refused.
+    type: str
+    default: module.sig_enforce=1
+  state:
+    description:
+      - V(present) - in effect on every boot entry. V(absent) - no argument of that name on any entry.
+    type: str
+    choices: [present, absent]
+    default: present
+  bootloader:
+    description:
+      - Which configuration to manage. V(auto) - grubby when it is installed and BLS entries exist, else
+        systemd-boot when C(loader/loader.conf) is on an ESP, else GRUB when its tools or C(/etc/default/grub) exist,
+        else kernel-install when C(/etc/kernel/cmdline) or C(install.conf) exists. Nothing recognised is a failure.
+    type: str
+    choices: [auto, grub, grubby, systemd_boot, kernel_install]
+    default: auto
+  root_dir:
+    description:
+      - The root of the system to manage; files are read and written under it. When it is not C(/) the bootloader
+        tool runs in it with C(chroot) (for an image or a prepared tree with its own tools).
+    type: path
+    default: /
+  dropin_name:
+    description:
+      - File name of the GRUB drop-in in C(/etc/default/grub.d/) (sourced in name order after C(/etc/default/grub)).
+    type: str
+    default: 60-skm-modsign.cfg
+notes:
+  - Changing the command line takes effect at the next boot; this module never reboots.
+  - When C(/etc/kernel/cmdline) does not exist it is started from the newest boot entry's options (or
+    C(/proc/cmdline) without C(BOOT_IMAGE=)/C(initrd=)), never from the argument alone, which would drop C(root=).
+seealso:
+  - module: skm.modsign.skm_enforce_gate
+  - name: The Boot Loader Specification
+    link: https://uapi-group.org/specifications/specs/boot_loader_specification/
+"""
+
+EXAMPLES = r"""
+- name: Enforce module signatures from the next boot on
+  skm.modsign.skm_kernel_cmdline:
+    argument: module.sig_enforce=1
+  register: cmdline
+
+- name: Take it off again (every entry, every config file that mentions it)
+  skm.modsign.skm_kernel_cmdline:
+    argument: module.sig_enforce=1
+    state: absent
+
+- name: Prepare a mounted image
+  skm.modsign.skm_kernel_cmdline:
+    root_dir: /mnt/image
+    bootloader: systemd_boot
+"""
+
+RETURN = r"""
+bootloader:
+  description: The bootloader configuration managed (detected or given).
+  returned: always
+  type: str
+  sample: grub
+argument:
+  description: The argument managed.
+  returned: always
+  type: str
+  sample: module.sig_enforce=1
+entries:
+  description: Every boot entry as it is at the end (in check mode - as it would be), with its arguments.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    path: {description: File holding the entry, type: str}
+    name: {description: Kernel path, entry id or title, type: str}
+    options: {description: Arguments in effect, type: str}
+    satisfied: {description: Whether the entry is as O(state) asks, type: bool}
+files:
+  description: Files written (or, in check mode, that would be), relative to O(root_dir).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/default/grub.d/60-skm-modsign.cfg]
+command:
+  description: The bootloader tool that ran (or would run in check mode); empty when none was needed.
+  returned: always
+  type: list
+  elements: str
+  sample: [update-grub]
+notes:
+  description: Things worth knowing about this bootloader (for example that a UKI must be rebuilt).
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as cmdline
+from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+
+
+def _entries(entries):
+    return [dict(path=e.path, name=e.name, options=e.options, satisfied=e.satisfied) for e in entries]
+
+
+def _diff(plan):
+    """Readable before/after: files we write, and the entries a bootloader tool rewrites."""
+    diffs = []
+    for change in plan.changes:
+        diffs.append(dict(before_header=change.path, after_header=change.path,
+                          before=change.before or "", after=change.after or ""))
+    if plan.command:
+        before = "".join("%s: %s\n" % (e.name, e.options) for e in plan.entries)
+        after = "".join("%s: %s\n" % (e.name, e.options) for e in plan.predicted)
+        diffs.append(dict(before_header="boot entries", after_header="boot entries (after %s)" % plan.command[-1],
+                          before=before, after=after))
+    return diffs
+
+
+def _apply(module, plan, root):
+    for change in plan.changes:
+        path = cmdline.under(root, change.path)
+        if change.after is None:
+            os.unlink(path)
+            continue
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        atomic_write(path, change.after.encode("utf-8"), mode=None if change.before is not None else 0o644)
+    if plan.command:
+        rc, out, err = module.run_command(plan.command)
+        if rc != 0:
+            raise ModSignError("%s failed (rc=%d): %s" % (" ".join(plan.command), rc, (err or out).strip()[-2000:]))
+
+
+def main():
+    module = build_module(dict(
+        argument=dict(type="str", default="module.sig_enforce=1"),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        bootloader=dict(type="str", choices=["auto"] + list(cmdline.BOOTLOADERS), default="auto"),
+        root_dir=dict(type="path", default="/"),
+        dropin_name=dict(type="str", default=cmdline.DROPIN_NAME),
+    ))
+    p = module.params
+    root, arg, state = p["root_dir"], p["argument"], p["state"]
+    result = dict(changed=False, argument=arg, bootloader=p["bootloader"], entries=[], files=[], command=[],
+                  notes=[])
+    try:
+        if "/" in p["dropin_name"] or not p["dropin_name"].endswith(".cfg"):
+            raise ModSignError("dropin_name must be a file name ending in .cfg (grub-mkconfig sources only those)")
+        plan = cmdline.plan(root, arg, state, p["bootloader"], p["dropin_name"])
+        result.update(bootloader=plan.bootloader, changed=plan.changed, files=[c.path for c in plan.changes],
+                      command=plan.command or [], notes=plan.notes)
+        if module._diff and plan.changed:
+            result["diff"] = _diff(plan)
+        if module.check_mode or not plan.changed:
+            result["entries"] = _entries(plan.predicted if plan.changed else plan.entries)
+            module.exit_json(**result)
+        _apply(module, plan, root)
+        after = cmdline.plan(root, arg, state, plan.bootloader, p["dropin_name"])
+        result["entries"] = _entries(after.entries)
+        missing = [e for e in after.entries if not e.satisfied]
+        if missing or (not after.entries and state == "present"):
+            raise ModSignError("after %s, %s: %s" % (
+                " ".join(plan.command or ["writing the files"]),
+                "these boot entries still do not have it as asked" if missing else "there is no boot entry",
+                ", ".join("%s (%s)" % (e.name, e.path) for e in missing)))
+    except ModSignError as exc:
+        fail(module, exc, **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
