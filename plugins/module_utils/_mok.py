@@ -202,7 +202,8 @@ def parse_request(stdout, stderr, path):
         raise ModSignError("mokutil says this is not a valid x509 certificate in DER format", path)
     for failure in ("Failed to", "Abort", "corrupted string", "Couldn't generate hash"):
         if failure in text:
-            raise ModSignError("mokutil failed: %s" % _first_line(text, failure), path)
+            raise ModSignError("mokutil failed: %s" % "; ".join(
+                line.strip() for line in stderr.splitlines() if line.strip()) or _first_line(text, failure), path)
     if re.search(r"^Removed .* from Mok(New|Del)$", stdout, re.M):
         return "cancelled"
     if "SKIP:" in stdout or "Skip " in stdout:

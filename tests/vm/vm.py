@@ -11,7 +11,8 @@ the first serial port is the kernel console, kept in ``console.log``.
 Firmware profiles (Debian package ovmf):
   setup-mode   OVMF_CODE_4M.secboot.fd + OVMF_VARS_4M.fd: Secure Boot capable, no keys enrolled
                (SecureBoot=0, SetupMode=1) - the kernel boots unsigned.
-  no-secboot   OVMF_CODE_4M.fd + OVMF_VARS_4M.fd: firmware without Secure Boot support at all.
+  no-smm       OVMF_CODE_4M.fd + OVMF_VARS_4M.fd: the build without SMM (Debian's still has the
+               SecureBoot variable; mokutil reports "SecureBoot disabled" there too).
 Run ``python -m tests.vm.vm`` to boot once and print ``mokutil --sb-state``.
 """
 
@@ -32,7 +33,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 OVMF = pathlib.Path("/usr/share/OVMF")
 PROFILES = {
     "setup-mode": ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.fd", True),
-    "no-secboot": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd", False),
+    "no-smm": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd", False),
 }
 # Host binaries the guest needs; their shared libraries come along (found by ldd).
 GUEST_BINARIES = ["/bin/busybox", "/usr/bin/mokutil", "/usr/bin/python3"]
@@ -55,6 +56,25 @@ exec /usr/bin/python3 /agent.py /dev/ttyS1
 
 class VMError(RuntimeError):
     pass
+
+
+def agent_request(socket_path, message: dict, timeout: float = 300.0, describe=lambda: "") -> dict:
+    """Send one request to the VM agent at ``socket_path``; return its reply (one connection each)."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(socket_path))
+        sock.sendall(json.dumps(message).encode() + b"\n")
+        buf = b""
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise VMError(f"no reply from the VM agent within {timeout}s:\n{describe()}")
+            sock.settimeout(left)
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise VMError("agent connection closed")
+            buf += chunk
+    return json.loads(buf.split(b"\n", 1)[0])
 
 
 def _cache_root() -> pathlib.Path:
@@ -216,21 +236,7 @@ class DebianVM:
         """Send one request to the agent and return its reply (one connection per request)."""
         if not self.proc or self.proc.poll() is not None:
             raise VMError("VM is not running")
-        deadline = time.monotonic() + timeout
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(str(self.socket_path))
-            sock.sendall(json.dumps(message).encode() + b"\n")
-            buf = b""
-            while b"\n" not in buf:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise VMError(f"no reply from the VM agent within {timeout}s:\n{self.tail()}")
-                sock.settimeout(left)
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    raise VMError("agent connection closed")
-                buf += chunk
-        return json.loads(buf.split(b"\n", 1)[0])
+        return agent_request(self.socket_path, message, timeout, self.tail)
 
     def run(self, argv: list[str], input: bytes = b"", timeout: float = 300.0,
             env: dict | None = None) -> subprocess.CompletedProcess:
