@@ -158,8 +158,8 @@ def survey_module(path, cert, hash_name):
     # type: (str, CertificateId, str) -> Dict[str, Any]
     """Host side, step 1: what the controller needs to judge and sign one module (no crypto library).
 
-    Keys: ``p`` path, ``t`` stat token, ``d`` hex digest of the payload under
-    ``hash_name``, ``s`` state: ``unsigned``, ``ours`` (the signature names
+    Keys: ``p`` path, ``t`` stat token, ``d`` digest of the payload under
+    ``hash_name`` (binary values in base64), ``s`` state: ``unsigned``, ``ours`` (the signature names
     ``cert``: ``h`` its hash, ``g`` its raw signature, ``sd`` the digest it
     covers when ``h`` differs), ``unknown_key`` (``n`` the signer as text),
     ``bad_signature``/``failed`` (``r`` the reason).
@@ -167,7 +167,7 @@ def survey_module(path, cert, hash_name):
     try:
         token = _stat_token(path)
         module = signing.read_module(path)
-        entry = {"p": path, "t": token, "d": digest(module.payload, hash_name).hex()}  # type: Dict[str, Any]
+        entry = {"p": path, "t": token, "d": b64(digest(module.payload, hash_name))}  # type: Dict[str, Any]
         pkcs7 = module.signature.pkcs7
         if pkcs7 is None:
             entry["s"] = signing.UNSIGNED
@@ -178,7 +178,7 @@ def survey_module(path, cert, hash_name):
         elif cert.matches(info.signer):
             entry.update(s="ours", h=info.hash_name, g=b64(info.signature))
             if info.hash_name != hash_name:
-                entry["sd"] = digest(module.payload, info.hash_name).hex()
+                entry["sd"] = b64(digest(module.payload, info.hash_name))
         else:
             entry.update(s=signing.UNKNOWN_KEY, n=info.signer.describe())
         return entry
@@ -207,7 +207,7 @@ def plan(entries, signing_key, replace_foreign):
             planned.append((signing.Outcome(path, signing.FAILED, entry.get("r")), None))
             continue
         if state == "ours":
-            covered = bytes.fromhex(entry.get("sd") or entry["d"])
+            covered = unb64(entry.get("sd") or entry["d"])
             ok = keys.verify_digest(signing_key.trusted.public_key, unb64(entry["g"]), covered, entry["h"])
             verdict = signing.Verdict(signing.TRUSTED if ok else signing.BAD_SIGNATURE, None, entry["h"],
                                       signing_key.certificate,
@@ -225,10 +225,10 @@ def plan(entries, signing_key, replace_foreign):
     return planned
 
 
-def sign_digests(signing_key, digests_hex, workers=0):
+def sign_digests(signing_key, digests, workers=0):
     # type: (signing.SigningKey, Sequence[str], int) -> List[str]
-    """Raw signatures (base64) over hex digests, on every core of the controller; the key never moves."""
-    return run_batches(lambda d: b64(signing_key.sign_digest(bytes.fromhex(d))), digests_hex, workers or default_workers())
+    """Raw signatures over digests (both base64), on every core of the controller; the key never moves."""
+    return run_batches(lambda d: b64(signing_key.sign_digest(unb64(d))), digests, workers or default_workers())
 
 
 def write_requests(planned, signatures):
@@ -245,7 +245,7 @@ def _write_one(request, cert, hash_name, use_skid):
         if _stat_token(path) != request["t"]:
             return path, "module changed since its digest was taken; not written", None
         module = signing.read_module(path)
-        if digest(module.payload, hash_name).hex() != request["d"]:
+        if b64(digest(module.payload, hash_name)) != request["d"]:
             return path, "module changed since its digest was taken; not written", None
         pkcs7 = build_signed_data(cert, hash_name, unb64(request["g"]), use_skid)
         if module.compression == compression.NONE:
