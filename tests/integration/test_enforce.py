@@ -215,22 +215,26 @@ def test_kernel_install_uki_writes_cmdline_that_kernel_install_reads(tmp_path):
     assert result["bootloader"] == "kernel_install" and result["changed"] is True
     assert (tree / "etc/kernel/cmdline").read_text() == f"root=/dev/vda2 rw quiet {ARG}\n"
     assert any("unified kernel image" in n for n in result["notes"])
-    # kernel-install (systemd 252) reads /etc/kernel/cmdline through $KERNEL_INSTALL_CONF_ROOT for new entries
+    # the oracle: systemd's kernel-install writes the next kernel's entry from that file
     if shutil.which("kernel-install"):
+        conf = tmp_path / "conf"
+        conf.mkdir()
+        shutil.copy(tree / "etc/kernel/cmdline", conf / "cmdline")
+        (conf / "install.conf").write_text("layout=bls\n")        # type #1 entry: readable without ukify
         boot = tmp_path / "esp"
         (boot / "loader/entries").mkdir(parents=True)
         (boot / trees.MACHINE_ID).mkdir()
         kernel = tmp_path / "vmlinuz"
         kernel.write_bytes(b"MZ")
-        env = {**os.environ, "KERNEL_INSTALL_CONF_ROOT": str(tree / "etc/kernel"),
-               "KERNEL_INSTALL_MACHINE_ID": trees.MACHINE_ID, "KERNEL_INSTALL_LAYOUT": "bls",
-               "KERNEL_INSTALL_BOOT_ROOT": str(boot), "KERNEL_INSTALL_PLUGINS": "/usr/lib/kernel/install.d/90-loaderentry.install"}
+        env = {**os.environ, "KERNEL_INSTALL_CONF_ROOT": str(conf), "BOOT_ROOT": str(boot),
+               "KERNEL_INSTALL_MACHINE_ID": trees.MACHINE_ID,
+               "KERNEL_INSTALL_PLUGINS": "/usr/lib/kernel/install.d/90-loaderentry.install"}
         proc = subprocess.run(["kernel-install", "add", "6.1.0-99-amd64", str(kernel)], env=env,
                               capture_output=True, text=True)
         written = list((boot / "loader/entries").glob("*.conf"))
-        assert proc.returncode == 0 and written, proc.stderr
-        assert f"options    root=/dev/vda2 rw quiet {ARG}" in written[0].read_text() or \
-            f"root=/dev/vda2 rw quiet {ARG}" in written[0].read_text()
+        assert proc.returncode == 0 and len(written) == 1, proc.stderr
+        options = next(line for line in written[0].read_text().splitlines() if line.startswith("options"))
+        assert options.split()[1:5] == ["root=/dev/vda2", "rw", "quiet", ARG]
 
 
 def test_unrecognised_bootloader_is_a_clear_failure(tmp_path):
