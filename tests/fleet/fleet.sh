@@ -16,11 +16,12 @@
 #
 # Hosts (i = 1..N): image by turn debian12, debian12-dkms (DKMS and the out-of-tree module skm_hello),
 # rhel-like (BLS layout, os_family RedHat; see tests/images/build.sh for what it is not).
-# Even-numbered hosts are "EFI-like": containers have no EFI (podman masks /sys/firmware), so their UEFI
-# variables live in a plain directory, /var/lib/skm-fleet/efivars/, in efivarfs' file format (4 bytes of
-# attributes, then the data): SecureBoot=1, SetupMode=0 at start. /etc/environment sets
-# EFIVARFS_PATH=/var/lib/skm-fleet/efivars/, which Debian's libefivar (and so the real mokutil) honours for a
-# directory that is not efivarfs; sshd's pam_env puts it in every Ansible session. `mokutil --import`
+# Even-numbered hosts are "EFI-like": containers have no EFI (podman masks /sys/firmware), so the image's
+# skm-efi-like (tests/images/files/skm-efi-like) puts their UEFI variables in a plain directory,
+# /var/lib/skm-fleet/efivars/, in efivarfs' file format (4 bytes of attributes, then the data):
+# SecureBoot=1, SetupMode=0 at start. /etc/environment sets EFIVARFS_PATH=/var/lib/skm-fleet/efivars/, which
+# Debian's libefivar (and so the real mokutil) honours for a directory that is not efivarfs; sshd's pam_env
+# puts it in every Ansible session (over molecule's podman connection, set it with `environment:`). `mokutil --import`
 # then writes MokNew/MokAuth there, `--list-new` / `--test-key` read them back; nothing applies them, as
 # there is no reboot into shim's MokManager. Odd hosts have no such directory: mokutil says
 # "EFI variables are not supported on this system", as on a BIOS machine.
@@ -37,7 +38,6 @@ parallel="${SKM_FLEET_PARALLEL:-4}"
 ctl=skmf-ctl
 label=skm.fleet=1
 efivars=/var/lib/skm-fleet/efivars/
-efi_guid=8be4df61-93ca-11d2-aa0d-00e098032b8c
 
 log() { printf 'fleet: %s\n' "$*" >&2; }
 
@@ -85,12 +85,7 @@ start_host() {
     --network "ns:/run/netns/$name" \
     -v "$state/id_ed25519.pub:/root/.ssh/authorized_keys:ro" \
     "$image" >/dev/null
-  if host_efi_like "$i"; then
-    podman exec "$name" sh -c "mkdir -p $efivars && cd $efivars &&
-      printf '\\006\\000\\000\\000\\001' > SecureBoot-$efi_guid &&
-      printf '\\006\\000\\000\\000\\000' > SetupMode-$efi_guid &&
-      echo EFIVARFS_PATH=$efivars >> /etc/environment"
-  fi
+  if host_efi_like "$i"; then podman exec "$name" /usr/local/sbin/skm-efi-like 1; fi
 }
 
 write_inventory() {

@@ -21,6 +21,9 @@
 #                  NAME/VARIANT say what it really is. There is no grubby and no dnf repository: roles must
 #                  edit BLS entries / /etc/kernel/cmdline themselves or fail clearly when grubby is missing.
 #
+# Every image has /usr/local/sbin/skm-efi-like (files/skm-efi-like): run inside a container, it gives it
+# file-backed UEFI variables that the real mokutil uses (how "EFI-like" hosts are represented).
+#
 # Containers share the host's running kernel (uname -r is the host's); /lib/modules/<kver> and /boot hold
 # Debian's 6.1 kernel, which stands for "the kernel that will boot".
 #
@@ -210,6 +213,7 @@ build_one() {
   work_root=$root
   tar -C "$root" --numeric-owner -xf "$base_tar"
   cp /etc/resolv.conf "$root/etc/resolv.conf"
+  install -m 0755 "$here/files/skm-efi-like" "$root/usr/local/sbin/skm-efi-like"
   case $name in
     debian12) grub_layout "$root" ;;
     debian12-dkms) grub_layout "$root"; dkms_layout "$root" ;;
