@@ -339,3 +339,13 @@ def runtime_enforced(path=SIG_ENFORCE):
     if text is None:
         return None
     return text.strip() in ("Y", "1", "y")
+
+
+def enable_runtime(path=SIG_ENFORCE):
+    # type: (str) -> None
+    """Turn enforcement on in the running kernel (module.sig_enforce is bool_enable_only: on, never off)."""
+    try:
+        with open(path, "w") as handle:
+            handle.write("1\n")
+    except OSError as exc:
+        raise ModSignError("cannot turn enforcement on (%s)" % (exc.strerror or exc), path)

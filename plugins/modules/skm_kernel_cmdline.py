@@ -67,6 +67,13 @@ options:
         tool runs in it with C(chroot) (for an image or a prepared tree with its own tools).
     type: path
     default: /
+  runtime:
+    description:
+      - Also turn enforcement on in the running kernel now, by writing C(1) to
+        C(/sys/module/module/parameters/sig_enforce) (under O(root_dir)). The kernel accepts turning it on, never
+        off, until the next boot. Only with O(argument=module.sig_enforce=1) and O(state=present).
+    type: bool
+    default: false
   dropin_name:
     description:
       - File name of the GRUB drop-in in C(/etc/default/grub.d/) (sourced in name order after C(/etc/default/grub)).
@@ -132,6 +139,12 @@ command:
   type: list
   elements: str
   sample: [update-grub]
+runtime_enforced:
+  description:
+    - Whether the running kernel enforces module signatures now (C(/sys/module/module/parameters/sig_enforce));
+      null when the file does not exist. In check mode with O(runtime), what it would be.
+  returned: always
+  type: bool
 notes:
   description: Things worth knowing about this bootloader (for example that a UKI must be rebuilt).
   returned: always
@@ -142,6 +155,7 @@ notes:
 import os
 
 from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as cmdline
+from ansible_collections.skm.modsign.plugins.module_utils import _gate as gate
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
@@ -181,6 +195,29 @@ def _apply(module, plan, root):
             raise ModSignError("%s failed (rc=%d): %s" % (" ".join(plan.command), rc, (err or out).strip()[-2000:]))
 
 
+def _runtime(module, root, arg, state, result):
+    """Read (and with ``runtime``, turn on) enforcement in the running kernel; sets ``changed`` when it would."""
+    path = cmdline.under(root, gate.SIG_ENFORCE)
+    now = gate.runtime_enforced(path)
+    result["runtime_enforced"] = now
+    if not module.params["runtime"]:
+        return
+    if state != "present" or cmdline.arg_name(arg) != "module.sig_enforce" or not cmdline.has_arg(arg, "module.sig_enforce=1"):
+        raise ModSignError("runtime can only turn module.sig_enforce=1 on (state=present); it cannot be turned off "
+                           "without a reboot")
+    if now is None:
+        raise ModSignError("does not exist: this kernel has no module signature support to turn on", path)
+    if now:
+        return
+    result["changed"] = True
+    result["runtime_enforced"] = True
+    if module.check_mode:
+        return
+    gate.enable_runtime(path)
+    if not gate.runtime_enforced(path):
+        raise ModSignError("wrote 1 but the kernel still reports enforcement off", path)
+
+
 def main():
     module = build_module(dict(
         argument=dict(type="str", default="module.sig_enforce=1"),
@@ -188,6 +225,7 @@ def main():
         bootloader=dict(type="str", choices=["auto"] + list(cmdline.BOOTLOADERS), default="auto"),
         root_dir=dict(type="path", default="/"),
         dropin_name=dict(type="str", default=cmdline.DROPIN_NAME),
+        runtime=dict(type="bool", default=False),
     ))
     p = module.params
     root, arg, state = p["root_dir"], p["argument"], p["state"]
@@ -197,7 +235,8 @@ def main():
         if "/" in p["dropin_name"] or not p["dropin_name"].endswith(".cfg"):
             raise ModSignError("dropin_name must be a file name ending in .cfg (grub-mkconfig sources only those)")
         plan = cmdline.plan(root, arg, state, p["bootloader"], p["dropin_name"])
-        result.update(bootloader=plan.bootloader, changed=plan.changed, files=[c.path for c in plan.changes],
+        _runtime(module, root, arg, state, result)
+        result.update(bootloader=plan.bootloader, changed=plan.changed or result["changed"], files=[c.path for c in plan.changes],
                       command=plan.command or [], notes=plan.notes)
         if module._diff and plan.changed:
             result["diff"] = _diff(plan)

@@ -132,7 +132,8 @@ def grubby(tmp_path):
     return tools
 
 
-@pytest.mark.parametrize("kernelopts", [False, True], ids=["options", "kernelopts-in-grubenv"])
+@pytest.mark.parametrize("kernelopts", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not os.environ.get("SKM_SLOW"), reason="slow: make test-enforce"))], ids=["options", "kernelopts-in-grubenv"])
 def test_grubby_updates_every_bls_entry(grubby, tmp_path, kernelopts):
     tree = trees.grubby_tree(tmp_path / "tree", kernelopts=kernelopts)
     binds = {tree / "boot": "/boot", tree / "etc" / "default": "/etc/default", tree / "etc" / "kernel": "/etc/kernel"}
