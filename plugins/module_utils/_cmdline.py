@@ -88,7 +88,7 @@ def _value(arg):
 def check_arg(arg):
     # type: (str) -> str
     arg = arg.strip()
-    if not arg or len(split_args(arg)) != 1 or arg_name(arg) in ("", "--"):
+    if not arg or len(split_args(arg)) != 1 or arg.split("=", 1)[0] in ("", "--"):
         raise ModSignError("%r is not one kernel argument (name or name=value, no spaces)" % arg)
     if any(c in arg for c in "$`\\'"):
         raise ModSignError("%r: shell or quoting characters are not allowed in the argument" % arg)

@@ -1,0 +1,159 @@
+"""_cmdline: kernel command-line edits, GRUB shell assignments, BLS entries, the planner.
+
+Oracles we did not write: bash (sourcing a shell assignment we edited), and the kernel's own
+rules for parsing the command line (quotes group, dashes equal underscores, last one wins).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from hypothesis import given, strategies as st
+
+from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as c
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+
+ARG = "module.sig_enforce=1"
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("", ARG),
+    ("ro quiet", f"ro quiet {ARG}"),
+    ("ro quiet\n", f"ro quiet {ARG}\n"),
+    ("ro module.sig_enforce=0 quiet", f"ro quiet {ARG}"),
+    ("ro  \"acpi_osi=Windows 2020\"  quiet", f"ro  \"acpi_osi=Windows 2020\"  quiet {ARG}"),
+    ("ro -- single", f"ro {ARG} -- single"),
+])
+def test_with_arg_appends_and_keeps_everything_else(line, expected):
+    assert c.with_arg(line, ARG) == expected
+    assert c.with_arg(expected, ARG) == expected          # idempotent
+
+
+@pytest.mark.parametrize("line", ["ro module.sig-enforce=1", f"{ARG} ro", f"module.sig_enforce=0 ro {ARG}"])
+def test_present_means_in_effect(line):
+    assert c.has_arg(line, ARG) and c.with_arg(line, ARG) == line
+
+
+def test_last_occurrence_wins_and_init_args_do_not_count():
+    assert not c.has_arg(f"{ARG} module.sig_enforce=0", ARG)
+    assert not c.has_arg(f"ro -- {ARG}", ARG)
+
+
+def test_without_arg_removes_every_value_and_nothing_else():
+    assert c.without_arg(f"{ARG} ro module.sig_enforce=0  quiet", ARG) == "ro  quiet"
+    assert c.without_arg("ro quiet", ARG) == "ro quiet"
+
+
+words = st.text(alphabet="abcdefxyz_.=-0123456789", min_size=1, max_size=12)
+
+
+@given(st.lists(words, max_size=8), st.sampled_from([" ", "  ", "\t"]))
+def test_edits_keep_other_arguments_in_order(args, sep):
+    line = sep.join(args)
+    added = c.with_arg(line, ARG)
+    assert c.has_arg(added, ARG) and c.with_arg(added, ARG) == added
+    others = [a for a in c.split_args(line) if c.arg_name(a) != "module.sig_enforce"]
+    assert [a for a in c.split_args(added) if c.arg_name(a) != "module.sig_enforce"] == others
+    assert c.split_args(c.without_arg(added, ARG)) == others
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x=$(reboot)", "x=`id`", "--"])
+def test_check_arg_refuses_what_is_not_one_argument(bad):
+    with pytest.raises(ModSignError):
+        c.check_arg(bad)
+
+
+def _bash_value(text, name):
+    return subprocess.run(["bash", "-c", f'{text}\nprintf %s "${name}"'], capture_output=True, text=True).stdout
+
+
+def test_shell_assignment_edit_is_what_bash_sources():
+    text = ('GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet module.sig_enforce=1"\n'
+            "export GRUB_CMDLINE_LINUX='console=ttyS0 module.sig_enforce=1'  # serial\n")
+    new = c.edit_shell_assignment(text, "GRUB_CMDLINE_LINUX", ARG, "absent")
+    new = c.edit_shell_assignment(new, "GRUB_CMDLINE_LINUX_DEFAULT", ARG, "absent")
+    assert _bash_value(new, "GRUB_CMDLINE_LINUX") == "console=ttyS0"
+    assert _bash_value(new, "GRUB_CMDLINE_LINUX_DEFAULT") == "quiet"
+    assert new.splitlines()[0] == "GRUB_DEFAULT=0" and new.endswith("# serial\n")
+
+
+def test_grub_dropin_appends_when_sourced():
+    text = 'GRUB_CMDLINE_LINUX="console=ttyS0"\n' + c.grub_dropin(ARG)
+    assert _bash_value(text, "GRUB_CMDLINE_LINUX") == f"console=ttyS0 {ARG}"
+
+
+def test_grub_cfg_entries_read_every_linux_line():
+    cfg = ("menuentry 'Debian' {\n\tlinux\t/vmlinuz-6.1 root=UUID=x ro  quiet\n\tinitrd\t/initrd.img-6.1\n}\n"
+           "submenu 'Advanced' {\n  menuentry 'rescue' {\n\t\tlinux /vmlinuz-6.1 root=UUID=x ro single\n  }\n}\n")
+    assert c.grub_cfg_entries(cfg) == [("/vmlinuz-6.1", "root=UUID=x ro  quiet"), ("/vmlinuz-6.1", "root=UUID=x ro single")]
+
+
+def test_bls_entry_several_options_lines():
+    entry = "title x\noptions root=/dev/vda1 module.sig_enforce=0\noptions quiet\nlinux /vmlinuz\n"
+    new = c.edit_bls_entry(entry, ARG, "present")
+    assert new == f"title x\noptions root=/dev/vda1\noptions quiet {ARG}\nlinux /vmlinuz\n"
+    assert c.has_arg(c.bls_options(new), ARG)
+    assert c.edit_bls_entry("title x\nlinux /vmlinuz\n", ARG, "present") == f"title x\nlinux /vmlinuz\noptions {ARG}\n"
+
+
+def test_kernelopts_from_grubenv():
+    env = c.grubenv("# GRUB Environment Block\nkernelopts=root=/dev/vda2 ro\nsaved_entry=abc\n######\n")
+    assert c.expand_kernelopts("$kernelopts quiet", env) == "root=/dev/vda2 ro quiet"
+
+
+def _tree(tmp_path, files):
+    for path, text in files.items():
+        p = tmp_path / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return str(tmp_path)
+
+
+def test_plan_systemd_boot_present_only_when_every_entry_has_it(tmp_path):
+    root = _tree(tmp_path, {
+        "/boot/efi/loader/loader.conf": "timeout 3\n",
+        "/boot/efi/loader/entries/a.conf": f"title a\noptions root=/dev/vda1 {ARG}\n",
+        "/boot/efi/loader/entries/b.conf": "title b\noptions root=/dev/vda1\n",
+        "/etc/kernel/cmdline": f"root=/dev/vda1 {ARG}\n",
+    })
+    plan = c.plan(root, ARG)
+    assert plan.bootloader == "systemd_boot" and plan.command is None
+    assert [ch.path for ch in plan.changes] == ["/boot/efi/loader/entries/b.conf"]
+
+
+def test_plan_grub_absent_removes_dropin_and_user_settings(tmp_path):
+    root = _tree(tmp_path, {
+        "/usr/sbin/update-grub": "",
+        "/etc/default/grub": f'GRUB_CMDLINE_LINUX="{ARG}"\n',
+        f"/etc/default/grub.d/{c.DROPIN_NAME}": c.grub_dropin(ARG),
+        "/boot/grub/grub.cfg": f"\tlinux /vmlinuz-6.1 root=x ro {ARG} {ARG}\n",
+    })
+    plan = c.plan(root, ARG, "absent")
+    assert {(ch.path, ch.after) for ch in plan.changes} == {
+        (f"/etc/default/grub.d/{c.DROPIN_NAME}", None), ("/etc/default/grub", 'GRUB_CMDLINE_LINUX=""\n')}
+    assert plan.command == ["chroot", root, "update-grub"]
+
+
+def test_plan_grubby_detected_and_command_only_when_needed(tmp_path):
+    root = _tree(tmp_path, {
+        "/usr/sbin/grubby": "",
+        "/boot/grub2/grubenv": f"kernelopts=root=/dev/vda2 ro {ARG}\n",
+        "/boot/loader/entries/x-6.5.conf": "title x\nversion 6.5\noptions $kernelopts\n",
+        "/boot/loader/entries/x-6.6.conf": "title y\nversion 6.6\noptions root=/dev/vda2 ro\n",
+    })
+    plan = c.plan(root, ARG)
+    assert plan.bootloader == "grubby"
+    assert [e.satisfied for e in plan.entries] == [True, False]
+    assert plan.command[-2:] == ["--update-kernel=ALL", f"--args={ARG}"]
+
+
+def test_plan_kernel_install_never_starts_cmdline_from_the_argument_alone(tmp_path):
+    root = _tree(tmp_path, {"/etc/kernel/install.conf": "layout=uki\n"})
+    with pytest.raises(ModSignError, match="would drop root="):
+        c.plan(root, ARG)
+
+
+def test_plan_unrecognised(tmp_path):
+    with pytest.raises(ModSignError, match="no bootloader recognised"):
+        c.plan(str(tmp_path), ARG)
