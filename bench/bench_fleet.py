@@ -9,6 +9,7 @@ under it (workers, ssh), sampled every 50 ms, and the largest single process. Ca
   baseline-forks     the same with forks = the fleet size
   baseline-pipe      forks = fleet size and ssh pipelining
   baseline-free      forks = fleet size, pipelining, strategy free
+  baseline-mitogen   forks = fleet size, mitogen_linear strategy (when mitogen is installed)
   site-1st, site-2nd playbooks/site.yml twice (first run, idempotent second run) with the fastest settings
                      above, when --site is given (the roles add site.yml; the target for the second run is
                      3x the baseline's wall time on 30 hosts)
@@ -117,16 +118,29 @@ def run_playbook(playbook: Path, inventory: str, forks: int | None, settings: di
             "failed": failed, "rc": proc.returncode}
 
 
+def mitogen_strategies() -> str | None:
+    """The strategy plugin folder of mitogen (requirements-molecule.txt), if it is installed."""
+    try:
+        import ansible_mitogen  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
+
+
 def cases(size: int, site: bool) -> list[tuple[str, Path, int | None, dict[str, str]]]:
     baseline = ROOT / "tests" / "fleet" / "baseline.yml"
     pipelining = {"ANSIBLE_PIPELINING": "True"}
-    fastest = {**pipelining, "ANSIBLE_STRATEGY": "free"}
+    free = {**pipelining, "ANSIBLE_STRATEGY": "free"}
     out = [
         ("baseline", baseline, None, {}),
         ("baseline-forks", baseline, size, {}),
         ("baseline-pipe", baseline, size, pipelining),
-        ("baseline-free", baseline, size, fastest),
+        ("baseline-free", baseline, size, free),
     ]
+    mitogen = mitogen_strategies()
+    if mitogen:
+        out.append(("baseline-mitogen", baseline, size,
+                    {"ANSIBLE_STRATEGY_PLUGINS": mitogen, "ANSIBLE_STRATEGY": "mitogen_linear"}))
     if site:
         out += [("site-1st", ROOT / "playbooks" / "site.yml", size, pipelining),
                 ("site-2nd", ROOT / "playbooks" / "site.yml", size, pipelining)]

@@ -10,7 +10,7 @@
 #                      namespace, and run the trivial baseline playbook over ssh; inventory in build/fleet/
 #   make fleet-down    remove the fleet: containers, network namespaces, bridge and veths
 #   make bench-fleet   bench/bench_fleet.py: the baseline playbook over 10 and 30 hosts (wall time,
-#                      controller peak memory), with and without ssh pipelining
+#                      controller peak memory): defaults, forks, pipelining, strategy free, mitogen
 #
 # podman reads tests/images/containers.conf (runc, cgroupfs, file events, lower ulimits) through
 # CONTAINERS_CONF; nothing under /etc is changed. requirements-molecule.txt goes into .venv on top of
@@ -43,5 +43,5 @@ fleet-up: images
 fleet-down:
 	$(FLEET_ENV) bash tests/fleet/fleet.sh down
 
-bench-fleet: images
+bench-fleet: images molecule-deps
 	$(FLEET_ENV) $(PY) bench/bench_fleet.py
