@@ -174,8 +174,10 @@ def our_kernel(report: Report, work: pathlib.Path, timings: dict) -> None:
         "tampered": Expect(False, EKEYREJECTED, ""),
         "foreign-key": Expect(False, EKEYREJECTED, UNAVAILABLE),
         "unsigned": Expect(False, EKEYREJECTED, UNSIGNED),
-        "signed-after-compression": Expect(False, "", None),
-        "gzip-on-xz-kernel": Expect(False, "", None),
+        # 6.1's xz path stops at the end of the xz stream: the signature after it is never seen
+        "signed-after-compression": Expect(False, EKEYREJECTED, UNSIGNED),
+        # 6.1 builds one decompressor, the CONFIG_MODULE_COMPRESS_* choice (xz here)
+        "gzip-on-xz-kernel": Expect(False, "Invalid argument", "not an xz compressed module"),
     })
     cases = [vm.LoadCase(name, files[name], compressed=files[name].suffix in (".xz", ".gz")) for name in expect]
     initramfs = vm.make_initramfs(work / "ours", loader, cases)

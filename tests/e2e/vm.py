@@ -28,7 +28,7 @@ mount -t sysfs sys /sys
 echo "E2E-INFO kernel $(uname -r) cmdline $(cat /proc/cmdline)"
 echo "E2E-INFO sig_enforce $(cat /sys/module/module/parameters/sig_enforce 2>/dev/null || echo absent)"
 dmesg -n 1
-dmesg -c | grep -iE 'x\\.509|cert|sig|keyring' | while read -r line; do echo "E2E-BOOT $line"; done
+dmesg -c | grep -iE 'x\\.509|keyring' | while read -r line; do echo "E2E-BOOT $line"; done
 while read -r name file unload flag; do
   echo "E2E-BEGIN $name"
   /load "$name" "/cases/$file" "$unload" $flag
