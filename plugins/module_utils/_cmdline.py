@@ -36,6 +36,7 @@ import re
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_text_if_exists
 
 BOOTLOADERS = ("grub", "grubby", "systemd_boot", "kernel_install")
 DROPIN_NAME = "60-skm-modsign.cfg"
@@ -315,17 +316,6 @@ class Plan(NamedTuple):
         return bool(self.changes or self.command)
 
 
-def _read(path):
-    # type: (str) -> Optional[str]
-    try:
-        with open(path, "r") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModSignError("cannot read (%s)" % (getattr(exc, "strerror", None) or exc), path)
-
-
 def under(root, path):
     # type: (str, str) -> str
     return os.path.join(root, path.lstrip("/"))
@@ -401,11 +391,11 @@ def grub_command(root):
 def _plan_grub(root, arg, state, dropin_name):
     # type: (str, str, str, str) -> Plan
     cfg_path = grub_cfg_path(root)
-    cfg = _read(under(root, cfg_path))
+    cfg = read_text_if_exists(under(root, cfg_path))
     entries = [Entry(cfg_path, kernel, options, satisfied(options, arg, state))
                for kernel, options in grub_cfg_entries(cfg or "")]
     dropin = "/etc/default/grub.d/%s" % dropin_name
-    current = _read(under(root, dropin))
+    current = read_text_if_exists(under(root, dropin))
     changes = []  # type: List[FileChange]
     if state == "present":
         wanted = grub_dropin(arg)
@@ -418,7 +408,7 @@ def _plan_grub(root, arg, state, dropin_name):
             "/etc/default/grub.d/" + os.path.basename(p)
             for p in glob.glob(under(root, "/etc/default/grub.d/*.cfg")))
         for path in others:
-            text = _read(under(root, path))
+            text = read_text_if_exists(under(root, path))
             if text is None or path == dropin:
                 continue
             new = text
@@ -438,7 +428,7 @@ def _bls_entries(root, entries_dir, env):
     """(in-tree path, text, effective options) of every entry file, sorted by name."""
     out = []
     for path in sorted(glob.glob(os.path.join(under(root, entries_dir), "*.conf"))):
-        text = _read(path) or ""
+        text = read_text_if_exists(path) or ""
         rel = os.path.join(entries_dir, os.path.basename(path))
         out.append((rel, text, expand_kernelopts(bls_options(text), env)))
     return out
@@ -446,7 +436,7 @@ def _bls_entries(root, entries_dir, env):
 
 def _plan_grubby(root, arg, state):
     # type: (str, str, str) -> Plan
-    env_text = _read(under(root, "/boot/grub2/grubenv")) or ""
+    env_text = read_text_if_exists(under(root, "/boot/grub2/grubenv")) or ""
     env = grubenv(env_text)
     found = _bls_entries(root, "/boot/loader/entries", env)
     if not found:
@@ -467,7 +457,7 @@ def _proc_cmdline(root):
     # type: (str) -> Optional[str]
     if os.path.abspath(root) != "/":
         return None
-    text = _read("/proc/cmdline")
+    text = read_text_if_exists("/proc/cmdline")
     if text is None:
         return None
     keep = [a for a in split_args(text) if arg_name(a) not in ("BOOT_IMAGE", "initrd")]
@@ -478,7 +468,7 @@ def _plan_kernel_cmdline(root, arg, state, seed):
     # type: (str, str, str, Optional[str]) -> Tuple[Entry, Optional[FileChange]]
     """/etc/kernel/cmdline: kernel-install reads it for every new kernel (else /proc/cmdline)."""
     path = "/etc/kernel/cmdline"
-    text = _read(under(root, path))
+    text = read_text_if_exists(under(root, path))
     if text is None:
         if state == "absent":
             return Entry(path, "kernel-install", "", True), None

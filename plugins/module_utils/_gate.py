@@ -28,6 +28,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as cmdline
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes, read_text_if_exists
 from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import CertificateId, name_to_text
@@ -71,11 +72,11 @@ def default_kernel(root):
     /boot/vmlinuz or /vmlinuz symlink (Debian's linux-base), the first ``linux`` line of
     grub.cfg, systemd-boot's ``default`` in loader.conf, the newest /boot/vmlinuz-*.
     """
-    env = cmdline.grubenv(_text(cmdline.under(root, "/boot/grub2/grubenv")) or "")
+    env = cmdline.grubenv(read_text_if_exists(cmdline.under(root, "/boot/grub2/grubenv")) or "")
     saved = env.get("saved_entry")
     if saved:
         path = cmdline.under(root, "/boot/loader/entries/%s.conf" % saved)
-        text = _text(path)
+        text = read_text_if_exists(path)
         if text is not None:
             version = cmdline.bls_value(text, "version") or _version_of(cmdline.bls_value(text, "linux") or "")
             if version:
@@ -87,14 +88,14 @@ def default_kernel(root):
             if version:
                 return version, "%s -> %s" % (link, os.readlink(path))
     for cfg in ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"):
-        entries = cmdline.grub_cfg_entries(_text(cmdline.under(root, cfg)) or "")
+        entries = cmdline.grub_cfg_entries(read_text_if_exists(cmdline.under(root, cfg)) or "")
         if entries and _version_of(entries[0][0]):
             return _version_of(entries[0][0]) or "", "first entry of %s" % cfg
     for esp in cmdline.systemd_boot_dirs(root):
-        conf = _text(cmdline.under(root, os.path.join(esp, "loader", "loader.conf"))) or ""
+        conf = read_text_if_exists(cmdline.under(root, os.path.join(esp, "loader", "loader.conf"))) or ""
         default = cmdline.bls_value(conf, "default")
         if default:
-            entry = _text(cmdline.under(root, os.path.join(esp, "loader", "entries", default)))
+            entry = read_text_if_exists(cmdline.under(root, os.path.join(esp, "loader", "entries", default)))
             if entry is not None and cmdline.bls_value(entry, "version"):
                 return cmdline.bls_value(entry, "version") or "", "systemd-boot default %s" % default
     images = glob.glob(cmdline.under(root, "/boot/vmlinuz-*"))
@@ -270,13 +271,13 @@ def check(root="/", kernel=None, ours=(), secondary=(), mok=(), trust_mok=False,
     if not kernel:
         kernel, source = default_kernel(root)
     config_path = cmdline.under(root, "/boot/config-%s" % kernel)
-    config_text = _text(config_path)
+    config_text = read_text_if_exists(config_path)
     if config_text is None:
         raise ModSignError("missing: the gate cannot tell what kernel %s verifies without its config" % kernel,
                            config_path)
     kconfig = read_kconfig(config_text)
     image_path = cmdline.under(root, "/boot/vmlinuz-%s" % kernel)
-    image = _bytes(image_path)
+    image = read_bytes(image_path, "the kernel image")
     rings = keyrings(image, kconfig, secondary, mok, trust_mok, image_path)
     problems = []
     untrusted = untrusted_certificates(ours, rings)
@@ -307,26 +308,6 @@ def describe_certificate(cert):
     return "%s (sha256 %s)" % (name_to_text(cert.subject), cert.fingerprint[:16])
 
 
-def _text(path):
-    # type: (str) -> Optional[str]
-    try:
-        with open(path, "r") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModSignError("cannot read (%s)" % (getattr(exc, "strerror", None) or exc), path)
-
-
-def _bytes(path):
-    # type: (str) -> bytes
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise ModSignError("cannot read the kernel image (%s)" % (exc.strerror or exc), path)
-
-
 # ------------------------------------------------------- runtime switch ---
 
 SIG_ENFORCE = "/sys/module/module/parameters/sig_enforce"
@@ -335,7 +316,7 @@ SIG_ENFORCE = "/sys/module/module/parameters/sig_enforce"
 def runtime_enforced(path=SIG_ENFORCE):
     # type: (str) -> Optional[bool]
     """Whether the running kernel enforces signatures now (None: it has no such parameter)."""
-    text = _text(path)
+    text = read_text_if_exists(path)
     if text is None:
         return None
     return text.strip() in ("Y", "1", "y")

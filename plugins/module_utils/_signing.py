@@ -22,6 +22,7 @@ from ansible_collections.skm.modsign.plugins.module_utils import _compression as
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write_many
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
     CertificateId, SignerId, build_signed_data, certificate_id, check_signing_certificate, digest, hash_algorithm,
@@ -60,7 +61,7 @@ class ModuleFile(NamedTuple):
 
 def read_module(path):
     # type: (str) -> ModuleFile
-    raw = _read(path)
+    raw = read_bytes(path)
     kind, data = compression.decompress(raw, path)
     return ModuleFile(path, kind, raw, parse_signature(data, path))
 
@@ -85,7 +86,7 @@ class TrustedCertificate(NamedTuple):
     @classmethod
     def from_file(cls, path):
         # type: (str) -> TrustedCertificate
-        return cls.from_bytes(_read(path), path)
+        return cls.from_bytes(read_bytes(path), path)
 
 
 class Verdict(NamedTuple):
@@ -151,10 +152,10 @@ class SigningKey:
                    allow_expired=False):
         # type: (str, Optional[str], Optional[str], str, bool, bool) -> SigningKey
         """Load the key (and the certificate; default: from the combined key+cert PEM)."""
-        key_data = _read(key_path)
+        key_data = read_bytes(key_path)
         private_key = keys.load_private_key(key_data, passphrase, key_path)
         cert_path = cert_path or key_path
-        cert = keys.load_certificate(key_data if cert_path == key_path else _read(cert_path), cert_path)
+        cert = keys.load_certificate(key_data if cert_path == key_path else read_bytes(cert_path), cert_path)
         return cls(private_key, cert, hash_name, use_skid, cert_path, allow_expired)
 
     @property
@@ -270,15 +271,6 @@ def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=Fals
     batches = [list(paths[i:i + batch]) for i in range(0, len(paths), batch)]
     results = map_files(lambda chunk: _sign_batch(chunk, signing_key, replace_foreign, check_mode), batches, workers)
     return [outcome for chunk in results for outcome in chunk]
-
-
-def _read(path):
-    # type: (str) -> bytes
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
 
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
