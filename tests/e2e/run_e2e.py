@@ -191,6 +191,40 @@ def our_kernel(report: Report, work: pathlib.Path, timings: dict) -> None:
         print(result.console[-4000:])
     for name, want in expect.items():
         judge(report, result, name, want, "ours: ")
+    gate_agrees(report, work, kernel, result, {name: files[name] for name in expect if name != "gzip-on-xz-kernel"})
+
+
+def gate_agrees(report: Report, work: pathlib.Path, kernel, result: vm.Boot, files: dict) -> None:
+    """skm_enforce_gate, given this kernel's image and config, must refuse exactly what the kernel refused.
+
+    gzip-on-xz-kernel is left out: its rejection is about in-kernel decompression (kmod would decompress it in
+    user space and the kernel would then accept the signature), not about the signature the gate judges.
+    """
+    version = "e2e"
+    root = work / "gate-root"
+    extra = root / "lib" / "modules" / version / "extra"
+    extra.mkdir(parents=True)
+    (root / "boot").mkdir()
+    (root / "boot" / f"vmlinuz-{version}").symlink_to(kernel.bzimage)
+    (root / "boot" / f"config-{version}").symlink_to(kernel.config)
+    for name, path in files.items():
+        shutil.copy2(path, extra / f"{name}{''.join(path.suffixes)}")
+    gate = collection.run_tasks([{"name": "gate", "skm.modsign.skm_enforce_gate": {
+        "root_dir": str(root), "kernel": version, "allow_untrusted": True}}])[0]
+    if "offenders" not in gate:
+        report.case("ours: skm_enforce_gate ran", False, str(gate.get("msg") or gate)[:300])
+        return
+    refused = {}
+    for offender in gate["offenders"]:
+        name = pathlib.Path(offender["path"]).name.split(".")[0]
+        refused[name] = offender.get("state")
+    for name in files:
+        verdict = result.verdicts.get(name)
+        kernel_refused = verdict is not None and verdict.loaded is False
+        ok = verdict is not None and verdict.loaded is not None and (name in refused) == kernel_refused
+        said = f"gate {'refuses (' + str(refused[name]) + ')' if name in refused else 'passes'}, " \
+               f"kernel {'rejected' if kernel_refused else 'loaded'}"
+        report.case(f"ours: gate agrees with the kernel on {name}", ok, said)
 
 
 def debian(report: Report, work: pathlib.Path, timings: dict) -> None:
