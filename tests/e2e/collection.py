@@ -21,8 +21,18 @@ HASH = "sha512"            # CONFIG_MODULE_SIG_HASH of the e2e kernel (what MODU
 COMPRESS = "xz"
 
 
+# Set to True once the wiring below (_skm_genkey, _skm_kconfig) speaks the module's real options; until then a
+# module that exists is only reported, so that its arrival cannot break the run.
+WIRED = {"skm_genkey": False, "skm_kconfig": False}
+
+
 def has_module(name: str) -> bool:
-    return (MODULES / f"{name}.py").exists()
+    return WIRED.get(name, True) and (MODULES / f"{name}.py").exists()
+
+
+def pending_modules() -> list[str]:
+    """Modules that now exist but are not wired into the run yet."""
+    return [name for name, wired in WIRED.items() if not wired and (MODULES / f"{name}.py").exists()]
 
 
 def run_tasks(tasks: list[dict], check: bool = False) -> list[dict]:
@@ -109,7 +119,8 @@ def signing_setup() -> SigningSetup:
         if not (stem / f"{kind}.pem").exists():
             make_key(stem, kind)
         pairs[kind] = KeyPair(kind, stem / f"{kind}.key", stem / f"{kind}.crt", stem / f"{kind}.pem")
-    return SigningSetup(keydir, pairs["rsa3072"], pairs["p384"], "openssl", ["keys made by openssl (fallback)"])
+    notes = ["keys made by openssl (fallback)"] + [f"{n} exists but is not wired yet" for n in pending_modules()]
+    return SigningSetup(keydir, pairs["rsa3072"], pairs["p384"], "openssl", notes)
 
 
 def _skm_genkey(keydir: pathlib.Path) -> SigningSetup:

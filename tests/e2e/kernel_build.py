@@ -52,6 +52,13 @@ def fingerprint(cert_pem: pathlib.Path) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def source_version(source: pathlib.Path) -> str:
+    """VERSION.PATCHLEVEL.SUBLEVEL from the tree's Makefile (the cache key must not depend on where it is)."""
+    head = dict(line.split(" = ", 1) for line in (source / "Makefile").read_text().splitlines()[:6]
+                if " = " in line)
+    return ".".join(head.get(k, "?").strip() for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))
+
+
 def _make(build: pathlib.Path, *targets: str, source: pathlib.Path, log: pathlib.Path) -> None:
     cmd = ["make", "-C", str(source), f"O={build}", f"ARCH={ARCH}", JOBS, *targets]
     with open(log, "ab") as out:
@@ -86,7 +93,7 @@ def build_kernel(signing: collection.SigningSetup) -> KernelBuild:
     source = kernel_source()
     recipe = RECIPE.read_text()
     key_material = {
-        "source": str(source.parent.name),
+        "source": source_version(source),
         "recipe": hashlib.sha256(recipe.encode()).hexdigest(),
         "trusted": sorted(fingerprint(c) for c in signing.trusted_certs),
         "kconfig": signing.kconfig_args,
@@ -99,11 +106,11 @@ def build_kernel(signing: collection.SigningSetup) -> KernelBuild:
     notes = []
     with open(base / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (build / ".complete").exists():
+        if (build / ".complete").exists() and (build / "source" / "Makefile").exists():
             check = signing.write_kconfig(build / ".config", check=True)
             if check.get("changed"):
                 raise AssertionError(f"skm_kconfig (check mode) would change the cached kernel's config: {check}")
-            notes.append(f"cached kernel {build.name}; skm_kconfig --check: unchanged")
+            notes.append(f"cached kernel {build.name}; {check.get('via', 'skm_kconfig')} in check mode: unchanged")
             return KernelBuild(build, True, time.monotonic() - started, notes)
         shutil.rmtree(build, ignore_errors=True)
         build.mkdir()
@@ -113,7 +120,7 @@ def build_kernel(signing: collection.SigningSetup) -> KernelBuild:
         with open(build / ".config", "a") as config:
             config.write("\n# tests/e2e/kernel.config\n" + recipe)
         result = signing.write_kconfig(build / ".config", check=False)
-        notes.append(f"skm_kconfig: changed={result.get('changed')}")
+        notes.append(f"{result.get('via', 'skm_kconfig')}: changed={result.get('changed')}")
         wanted = signing.expected_config()
         _make(build, "olddefconfig", source=source, log=log)
         lost = _missing(build / ".config", wanted)

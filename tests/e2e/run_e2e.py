@@ -119,7 +119,8 @@ def our_kernel(report: Report, work: pathlib.Path, timings: dict) -> None:
     if kernel is None:
         return
     report.case("kernel configured and built", True,
-                f"keys via {setup.via}; " + "; ".join(kernel.notes) + f" ({kernel.seconds:.0f}s)")
+                f"keys via {setup.via}; signing options via {setup.kconfig_args['via']}; "
+                + "; ".join(setup.notes[1:] + kernel.notes) + f" ({kernel.seconds:.0f}s)")
     built = report.step("out-of-tree module build", build_module, kernel, work)
     loader = report.step("loader build", build_loader, work)
     if built is None or loader is None:
