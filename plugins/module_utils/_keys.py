@@ -45,7 +45,7 @@ def require_cryptography():
                            "on this host" % MIN_CRYPTOGRAPHY)
 
 
-def _hash(name):
+def hash_instance(name):
     # type: (str) -> "hashes.HashAlgorithm"
     return {
         "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
@@ -190,7 +190,7 @@ def check_not_expired(cert, path=None, now=None):
 def sign_digest(key, digest, hash_name):
     # type: (object, bytes, str) -> bytes
     """The raw signature (PKCS#1 v1.5 or DER ECDSA) over a precomputed digest."""
-    prehashed = utils.Prehashed(_hash(hash_name))
+    prehashed = utils.Prehashed(hash_instance(hash_name))
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(digest, padding.PKCS1v15(), prehashed)
     return key.sign(digest, ec.ECDSA(prehashed))
@@ -198,7 +198,7 @@ def sign_digest(key, digest, hash_name):
 
 def verify_digest(public_key, signature, digest, hash_name):
     # type: (object, bytes, bytes, str) -> bool
-    prehashed = utils.Prehashed(_hash(hash_name))
+    prehashed = utils.Prehashed(hash_instance(hash_name))
     try:
         if isinstance(public_key, rsa.RSAPublicKey):
             public_key.verify(signature, digest, padding.PKCS1v15(), prehashed)

@@ -1,0 +1,340 @@
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Signing keys and their certificates: make, inspect, decide when to rotate, write.
+
+Private to skm.modsign. Needs ``cryptography`` (see ``_keys.require_cryptography``).
+
+The certificate carries what the kernel's certs/x509.genkey asks for
+(basicConstraints critical CA:FALSE, keyUsage digitalSignature,
+subjectKeyIdentifier, authorityKeyIdentifier) plus extendedKeyUsage
+codeSigning, which some MOK / machine-keyring setups require. The ``ca``
+profile makes CA:TRUE + keyCertSign for kernels whose machine keyring only
+takes CA certificates.
+
+One key generation is a set of files in one directory::
+
+    signing_key.key   private key, PEM (PKCS#8; encrypted when a passphrase is given), 0600
+    signing_key.crt   certificate, PEM    (CONFIG_SYSTEM_TRUSTED_KEYS, DKMS mok_certificate)
+    signing_key.der   certificate, DER    (mokutil --import)
+    signing_key.pem   private key + certificate, PEM (CONFIG_MODULE_SIG_KEY), 0600
+    skm-key.json      what was asked for and when it was made (the rotation clock)
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import json
+import os
+import re
+from typing import Dict, List, NamedTuple, Optional
+
+from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import certificate_id, hash_algorithm
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ImportError:
+    pass  # keys.require_cryptography() reports it
+
+FILES = {
+    "private_key": "signing_key.key",
+    "certificate": "signing_key.crt",
+    "certificate_der": "signing_key.der",
+    "combined": "signing_key.pem",
+    "metadata": "skm-key.json",
+}
+SECRET_FILES = ("private_key", "combined")
+KEY_SIZES = {"rsa": (2048, 3072, 4096), "ecdsa": (256, 384)}
+PROFILES = ("signing", "ca")
+REGENERATE = ("never", "fail", "partial_idempotence", "full_idempotence", "always")
+_SUBJECT_KEYS = {
+    "CN": "COMMON_NAME", "commonName": "COMMON_NAME", "O": "ORGANIZATION_NAME", "organizationName":
+    "ORGANIZATION_NAME", "OU": "ORGANIZATIONAL_UNIT_NAME", "C": "COUNTRY_NAME", "ST": "STATE_OR_PROVINCE_NAME",
+    "L": "LOCALITY_NAME", "emailAddress": "EMAIL_ADDRESS",
+}
+
+
+class KeySpec(NamedTuple):
+    key_type: str = "rsa"           # rsa or ecdsa
+    key_size: int = 4096            # RSA bits, or the curve size (256 = P-256, 384 = P-384)
+    hash_name: str = "sha512"       # certificate self-signature hash; also the recorded module hash
+    subject: Dict[str, str] = {"CN": "skm.modsign module signing key"}
+    validity_days: int = 36500      # like the kernel's x509.genkey
+    profile: str = "signing"
+
+
+def check_spec(spec):
+    # type: (KeySpec) -> None
+    if spec.key_type not in KEY_SIZES:
+        raise ModSignError("key_type must be rsa or ecdsa, not %r" % spec.key_type)
+    if spec.key_size not in KEY_SIZES[spec.key_type]:
+        raise ModSignError("%s keys of size %s are not supported (choose %s)"
+                           % (spec.key_type, spec.key_size, ", ".join(str(s) for s in KEY_SIZES[spec.key_type])))
+    bits = hash_algorithm(spec.hash_name).size * 8
+    if spec.key_type == "ecdsa" and bits < spec.key_size:
+        raise ModSignError("an ECDSA P-%d key needs a hash of at least %d bits, not %s"
+                           % (spec.key_size, spec.key_size, spec.hash_name))
+    if spec.profile not in PROFILES:
+        raise ModSignError("profile must be one of %s" % ", ".join(PROFILES))
+    if spec.validity_days < 1:
+        raise ModSignError("validity_days must be at least 1")
+    for key in spec.subject:
+        if key not in _SUBJECT_KEYS:
+            raise ModSignError("unknown subject attribute %r (use %s)" % (key, ", ".join(sorted(_SUBJECT_KEYS))))
+
+
+def parse_refresh(text):
+    # type: (str) -> Optional[datetime.timedelta]
+    """'7d', '30days', '12h', '2w', '1y' -> timedelta; 'never' -> None; 'always' -> timedelta(0)."""
+    value = str(text).strip().lower()
+    if value == "never":
+        return None
+    if value == "always":
+        return datetime.timedelta(0)
+    match = re.match(r"^(\d+)\s*(h|hours?|d|days?|w|weeks?|m|months?|y|years?)$", value)
+    if not match:
+        raise ModSignError("refresh %r is not understood: use e.g. 12h, 7d, 30days, 2w, 6m, 1y, always or never"
+                           % text)
+    number, unit = int(match.group(1)), match.group(2)[0]
+    hours = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 30, "y": 24 * 365}[unit]
+    return datetime.timedelta(hours=number * hours)
+
+
+def generate_private_key(spec):
+    # type: (KeySpec) -> object
+    keys.require_cryptography()
+    if spec.key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=spec.key_size)
+    return ec.generate_private_key(ec.SECP256R1() if spec.key_size == 256 else ec.SECP384R1())
+
+
+def build_certificate(private_key, spec, now):
+    # type: (object, KeySpec, datetime.datetime) -> object
+    """A self-signed certificate for ``private_key`` as the kernel's x509.genkey (or the CA profile) asks."""
+    name = x509.Name([x509.NameAttribute(getattr(NameOID, _SUBJECT_KEYS[k]), v) for k, v in spec.subject.items()])
+    public_key = private_key.public_key()
+    ca = spec.profile == "ca"
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=spec.validity_days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=ca)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+    )
+    return builder.sign(private_key, keys.hash_instance(spec.hash_name))
+
+
+class KeyFacts(NamedTuple):
+    """The public facts of one key generation (safe to return and show in a diff)."""
+
+    fingerprint: str     # sha256 of the DER certificate
+    skid: str
+    serial: str
+    subject: str
+    not_before: str
+    not_after: str
+    key_type: str
+    key_size: int
+    hash_name: str
+    profile: str
+    created: str         # when this generation was made (ISO 8601, UTC)
+
+
+def _iso(moment):
+    # type: (datetime.datetime) -> str
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def facts_of(cert, created, spec_hash, profile):
+    # type: (object, str, str, str) -> KeyFacts
+    der = keys.certificate_der(cert)
+    cid = certificate_id(der)
+    key_type, key_size = keys.describe_key(cert.public_key())
+    not_before = getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before.replace(
+        tzinfo=datetime.timezone.utc)
+    return KeyFacts(cid.fingerprint, cid.skid.hex() if cid.skid else "", "%x" % cid.serial,
+                    cert.subject.rfc4514_string(), _iso(not_before), _iso(keys.not_after(cert)), key_type,
+                    key_size, spec_hash, profile, created)
+
+
+class Existing(NamedTuple):
+    facts: Optional[KeyFacts]
+    problem: Optional[str]       # why it cannot be used as it is (None: readable and consistent)
+    unreadable: bool = False     # the problem is that the key cannot be read at all (wrong passphrase...)
+
+
+def inspect(directory, passphrase=None, now=None):
+    # type: (str, Optional[str], Optional[datetime.datetime]) -> Optional[Existing]
+    """What is in ``directory`` now; None when there is no key there."""
+    paths = dict((k, os.path.join(directory, v)) for k, v in FILES.items())
+    if not os.path.exists(paths["private_key"]):
+        return None
+    try:
+        private_key = keys.load_private_key(read_bytes(paths["private_key"]), passphrase, paths["private_key"])
+    except ModSignError as exc:
+        return Existing(None, str(exc), unreadable=True)
+    missing = [paths[k] for k in FILES if not os.path.exists(paths[k])]
+    if missing:
+        return Existing(None, "missing %s" % ", ".join(missing))
+    try:
+        cert = keys.load_certificate(read_bytes(paths["certificate"]), paths["certificate"])
+        keys.check_pair(private_key, cert, paths["certificate"])
+        if keys.certificate_der(cert) != read_bytes(paths["certificate_der"]):
+            return Existing(None, "%s is not the DER form of %s" % (paths["certificate_der"], paths["certificate"]))
+        combined = read_bytes(paths["combined"])
+        keys.check_pair(keys.load_private_key(combined, passphrase, paths["combined"]),
+                        keys.load_certificate(combined, paths["combined"]), paths["combined"])
+        meta = json.loads(read_bytes(paths["metadata"]).decode("utf-8"))
+        created = str(meta["created"])
+        facts = facts_of(cert, created, str(meta.get("hash", "")), str(meta.get("profile", "")))
+    except (ModSignError, ValueError, KeyError) as exc:
+        return Existing(None, str(exc))
+    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    if keys.not_after(cert) <= moment:
+        return Existing(facts, "the certificate expired on %s" % facts.not_after)
+    return Existing(facts, None)
+
+
+def mismatch(facts, spec):
+    # type: (KeyFacts, KeySpec) -> Optional[str]
+    """How an existing key differs from what is asked, or None."""
+    wanted = {"key_type": spec.key_type, "key_size": spec.key_size, "hash": spec.hash_name, "profile": spec.profile}
+    have = {"key_type": facts.key_type, "key_size": facts.key_size, "hash": facts.hash_name, "profile": facts.profile}
+    diffs = ["%s is %s, asked for %s" % (k, have[k], wanted[k]) for k in sorted(wanted) if have[k] != wanted[k]]
+    return "; ".join(diffs) or None
+
+
+def age(facts, now):
+    # type: (KeyFacts, datetime.datetime) -> datetime.timedelta
+    created = datetime.datetime.strptime(facts.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    return now - created
+
+
+def decide(existing, spec, regenerate, refresh, now):
+    # type: (Optional[Existing], KeySpec, str, Optional[datetime.timedelta], datetime.datetime) -> Optional[str]
+    """Why a new key must be made (None: keep the one there). Raises when ``regenerate`` forbids what is needed."""
+    if existing is None:
+        return "no key yet"
+    if regenerate == "always":
+        return "regenerate=always"
+    if existing.problem is not None:
+        if regenerate == "full_idempotence" or (not existing.unreadable and regenerate == "partial_idempotence"):
+            return existing.problem
+        hint = "full_idempotence" if existing.unreadable else "partial_idempotence or full_idempotence"
+        raise ModSignError("the existing key cannot be used (%s); regenerate=%s keeps it, %s would replace it"
+                           % (existing.problem, regenerate, hint))
+    different = mismatch(existing.facts, spec)
+    if different:
+        if regenerate in ("partial_idempotence", "full_idempotence"):
+            return different
+        if regenerate == "fail":
+            raise ModSignError("the existing key does not match the options (%s); regenerate=partial_idempotence "
+                               "would replace it" % different)
+        return None  # never
+    if refresh is not None and regenerate != "never" and age(existing.facts, now) >= refresh:
+        return "older than the refresh period (made %s)" % existing.facts.created
+    return None
+
+
+class Generation(NamedTuple):
+    facts: KeyFacts
+    files: Dict[str, bytes]
+
+
+def make_generation(spec, passphrase, now):
+    # type: (KeySpec, Optional[str], datetime.datetime) -> Generation
+    """A new key and certificate, serialized into every file of a generation (not written yet)."""
+    check_spec(spec)
+    private_key = generate_private_key(spec)
+    cert = build_certificate(private_key, spec, now)
+    encryption = (serialization.BestAvailableEncryption(passphrase.encode("utf-8")) if passphrase
+                  else serialization.NoEncryption())
+    key_pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    created = _iso(now)
+    facts = facts_of(cert, created, spec.hash_name, spec.profile)
+    meta = {"created": created, "key_type": spec.key_type, "key_size": spec.key_size, "hash": spec.hash_name,
+            "profile": spec.profile, "fingerprint": facts.fingerprint, "made_by": "skm.modsign.skm_genkey"}
+    return Generation(facts, {
+        "private_key": key_pem,
+        "certificate": cert_pem,
+        "certificate_der": keys.certificate_der(cert),
+        "combined": key_pem + cert_pem,
+        "metadata": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+    })
+
+
+def write_generation(directory, generation, secret_mode=0o600, public_mode=0o644):
+    # type: (str, Generation, int, int) -> Dict[str, str]
+    """Write every file of ``generation`` into ``directory`` atomically; return their paths."""
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise ModSignError("cannot create the directory (%s)" % (exc.strerror or exc), directory)
+    paths = {}
+    # Public files first, secrets last, the metadata (the marker of a complete generation) at the very end.
+    for kind in ("certificate", "certificate_der", "private_key", "combined", "metadata"):
+        path = os.path.join(directory, FILES[kind])
+        atomic_write(path, generation.files[kind], mode=secret_mode if kind in SECRET_FILES else public_mode)
+        paths[kind] = path
+    return paths
+
+
+def generation_name(now):
+    # type: (datetime.datetime) -> str
+    """The ArchWiki layout names a generation by its date and time."""
+    return now.astimezone(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def swap_current(base, target_name, link_name="current"):
+    # type: (str, str, str) -> None
+    """Point ``base/current`` at ``target_name`` atomically (new link beside it, then rename over)."""
+    link = os.path.join(base, link_name)
+    tmp = os.path.join(base, ".%s.~skm~" % link_name)
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(target_name, tmp)
+        os.rename(tmp, link)
+    except OSError as exc:
+        raise ModSignError("cannot switch the current link (%s)" % (exc.strerror or exc), link)
+
+
+def generations(base):
+    # type: (str) -> List[str]
+    """Generation directory names under ``base``, oldest first."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    return sorted(n for n in names if re.match(r"^\d{8}-\d{6}(-\d+)?$", n) and os.path.isdir(os.path.join(base, n)))
+
+
+def prune(base, keep, protect):
+    # type: (str, int, str) -> List[str]
+    """Remove the oldest generations beyond ``keep`` (never ``protect``); return what was removed."""
+    removed = []
+    old = [n for n in generations(base) if n != protect]
+    for name in old[:max(0, len(old) - (keep - 1))]:
+        directory = os.path.join(base, name)
+        for entry in os.listdir(directory):
+            os.unlink(os.path.join(directory, entry))
+        os.rmdir(directory)
+        removed.append(directory)
+    return removed

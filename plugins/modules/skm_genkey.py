@@ -1,0 +1,363 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: skm_genkey
+short_description: Make, keep or rotate a kernel module signing key and its certificate
+version_added: 0.1.0
+description:
+  - Makes an RSA or ECDSA private key and a self-signed X.509 certificate with the extensions the kernel's
+    C(certs/x509.genkey) asks for (basicConstraints critical CA:FALSE, keyUsage digitalSignature,
+    subjectKeyIdentifier, authorityKeyIdentifier) plus extendedKeyUsage codeSigning, which some MOK and
+    machine-keyring setups need.
+  - Writes every form the consumers want into one directory - C(signing_key.key) (private key PEM, 0600),
+    C(signing_key.crt) (certificate PEM, for C(CONFIG_SYSTEM_TRUSTED_KEYS) and DKMS C(mok_certificate)),
+    C(signing_key.der) (certificate DER, for C(mokutil --import)), C(signing_key.pem) (key and certificate,
+    for C(CONFIG_MODULE_SIG_KEY)) and C(skm-key.json) (what was asked and when the key was made).
+  - Idempotent - a readable, unexpired key matching the options is kept. Rotation follows an explicit rule,
+    O(refresh), measured from the creation time recorded in C(skm-key.json), never from file times.
+  - With O(layout=dated) (the ArchWiki layout) each generation gets a date-time directory and a C(current)
+    symlink is switched atomically to the newest; O(keep) old generations are kept.
+  - The private key never appears in the result, the diff or the logs.
+author:
+  - skm.modsign contributors
+attributes:
+  check_mode:
+    support: full
+    description: Says whether a key would be made and why; writes nothing.
+  diff_mode:
+    support: full
+    description: Before and after of the public facts (fingerprint, serial, validity, type).
+  idempotent:
+    support: full
+    description: A second run with the same options reports no change.
+options:
+  path:
+    description:
+      - The key directory (O(layout=flat)), or the directory holding the generations and the C(current) link
+        (O(layout=dated)).
+    type: path
+    required: true
+  layout:
+    description:
+      - V(flat) keeps one generation directly in O(path).
+      - V(dated) makes O(path)/YYYYmmdd-HHMMSS per generation and points O(path)/current at the newest.
+    type: str
+    choices: [flat, dated]
+    default: flat
+  key_type:
+    description: V(rsa) or V(ecdsa) (the kernel verifies ECDSA module signatures since 5.13).
+    type: str
+    choices: [rsa, ecdsa]
+    default: rsa
+  key_size:
+    description:
+      - RSA modulus bits (2048, 3072, 4096), or the ECDSA curve (256 for P-256, 384 for P-384).
+      - Default 4096 for RSA and 384 for ECDSA.
+    type: int
+  hash:
+    description:
+      - Hash of the certificate's self-signature, recorded as the module signing hash. An ECDSA key needs a hash
+        at least as long as the curve.
+    type: str
+    choices: [sha256, sha384, sha512, sha3-256, sha3-384, sha3-512]
+    default: sha512
+  subject:
+    description: Subject (and issuer) name attributes, e.g. C(CN), C(O), C(OU), C(C), C(emailAddress).
+    type: dict
+    default: {CN: skm.modsign module signing key}
+  validity_days:
+    description: Certificate lifetime in days (default 100 years, like the kernel's x509.genkey).
+    type: int
+    default: 36500
+  profile:
+    description:
+      - V(signing) - CA:FALSE, digitalSignature, as the kernel makes its own key.
+      - V(ca) - CA:TRUE with keyCertSign, for kernels whose machine keyring accepts only CA certificates.
+    type: str
+    choices: [signing, ca]
+    default: signing
+  passphrase:
+    description:
+      - Encrypts the private key (what the kernel build reads from C(KBUILD_SIGN_PIN)). Also needed to read an
+        existing encrypted key.
+    type: str
+  refresh:
+    description:
+      - Make a new key once the current one is this old - V(12h), V(7d), V(30days), V(2w), V(6m), V(1y) - or
+        V(always), or V(never). Measured from the creation time in C(skm-key.json).
+      - Has no effect with O(regenerate=never).
+    type: str
+    default: never
+  regenerate:
+    description:
+      - What to do with an existing key, like community.crypto's openssl_privatekey.
+      - V(never) - keep whatever is there (fail only if it cannot be read at all).
+      - V(fail) - fail if the existing key does not match the options.
+      - V(partial_idempotence) - replace a key that does not match the options, is expired or incomplete; fail
+        when it cannot be read (wrong passphrase), so a typo never throws a key away.
+      - V(full_idempotence) - like V(partial_idempotence), and also replace a key that cannot be read.
+      - V(always) - make a new key on every run.
+    type: str
+    choices: [never, fail, partial_idempotence, full_idempotence, always]
+    default: partial_idempotence
+  keep:
+    description: With O(layout=dated), how many generations to keep, the current one included.
+    type: int
+    default: 3
+  private_key_mode:
+    description: Mode of the files holding the private key.
+    type: str
+    choices: ['0600', '0400']
+    default: '0600'
+  owner:
+    description: Owner of every file written (default - the user Ansible runs as).
+    type: str
+  group:
+    description: Group of every file written.
+    type: str
+requirements:
+  - cryptography >= 3.3
+seealso:
+  - module: skm.modsign.skm_kconfig
+  - module: skm.modsign.skm_sign
+  - module: skm.modsign.skm_mok_enroll
+"""
+
+EXAMPLES = r"""
+- name: One fleet key, rotated yearly, ArchWiki layout
+  skm.modsign.skm_genkey:
+    path: /var/lib/skm-modsign/keys
+    layout: dated
+    key_type: ecdsa
+    key_size: 384
+    hash: sha512
+    refresh: 1y
+    subject:
+      CN: Example Corp module signing
+      O: Example Corp
+  register: key
+
+- name: A passphrase-protected RSA key for a kernel build (CONFIG_MODULE_SIG_KEY = the combined PEM)
+  skm.modsign.skm_genkey:
+    path: "{{ build_dir }}/certs-local"
+    key_type: rsa
+    key_size: 4096
+    passphrase: "{{ vault_kbuild_sign_pin }}"
+
+- name: Show what the kernel will trust
+  ansible.builtin.debug:
+    msg: "{{ key.certificate }} sha256 {{ key.fingerprint }} valid until {{ key.not_after }}"
+"""
+
+RETURN = r"""
+generated:
+  description: Whether a new key was made (or would be, in check mode).
+  type: bool
+  returned: always
+reason:
+  description: Why a new key was made, or why the existing one was kept.
+  type: str
+  returned: always
+  sample: older than the refresh period (made 2026-01-01T00:00:00Z)
+directory:
+  description: The directory of the key generation in use.
+  type: str
+  returned: always
+current:
+  description: The C(current) link, with O(layout=dated).
+  type: str
+  returned: when layout is dated
+private_key:
+  description: Path of the private key PEM (the path only, never the key).
+  type: str
+  returned: always
+certificate:
+  description: Path of the certificate PEM.
+  type: str
+  returned: always
+certificate_der:
+  description: Path of the certificate DER (for mokutil).
+  type: str
+  returned: always
+combined:
+  description: Path of the key and certificate PEM (for CONFIG_MODULE_SIG_KEY).
+  type: str
+  returned: always
+fingerprint:
+  description: SHA-256 of the DER certificate, hex. Empty in check mode when a key would be made.
+  type: str
+  returned: always
+skid:
+  description: Subject key identifier, hex.
+  type: str
+  returned: always
+serial:
+  description: Certificate serial number, hex.
+  type: str
+  returned: always
+not_after:
+  description: End of the certificate's validity (ISO 8601, UTC).
+  type: str
+  returned: always
+key_type:
+  description: V(rsa) or V(ecdsa).
+  type: str
+  returned: always
+key_size:
+  description: RSA bits or curve size.
+  type: int
+  returned: always
+created:
+  description: When the key in use was made (ISO 8601, UTC), as recorded in skm-key.json.
+  type: str
+  returned: always
+removed_generations:
+  description: Old generation directories removed by O(keep).
+  type: list
+  elements: str
+  returned: always
+"""
+
+import datetime
+import grp
+import os
+import pwd
+
+from ansible_collections.skm.modsign.plugins.module_utils import _keygen as keygen
+from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail, require_cryptography
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+
+DEFAULT_SIZES = {"rsa": 4096, "ecdsa": 384}
+
+
+def _facts_text(facts):
+    if facts is None:
+        return "(no key)\n"
+    return "".join("%s: %s\n" % (k, v) for k, v in facts._asdict().items())
+
+
+def _public_result(facts):
+    if facts is None:
+        return dict(fingerprint="", skid="", serial="", not_after="", key_type="", key_size=0, created="")
+    return dict(fingerprint=facts.fingerprint, skid=facts.skid, serial=facts.serial, not_after=facts.not_after,
+                key_type=facts.key_type, key_size=facts.key_size, created=facts.created)
+
+
+def _paths(directory):
+    return dict((kind, os.path.join(directory, name)) for kind, name in keygen.FILES.items() if kind != "metadata")
+
+
+def _set_ownership(module, paths, check_mode):
+    """Apply owner/group and the private-key mode to existing files; True when something changed."""
+    uid = pwd.getpwnam(module.params["owner"]).pw_uid if module.params["owner"] else -1
+    gid = grp.getgrnam(module.params["group"]).gr_gid if module.params["group"] else -1
+    secret_mode = int(module.params["private_key_mode"], 8)
+    changed = False
+    for kind, path in paths.items():
+        st = os.stat(path)
+        if kind in keygen.SECRET_FILES and st.st_mode & 0o7777 != secret_mode:
+            changed = True
+            if not check_mode:
+                os.chmod(path, secret_mode)
+        if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
+            changed = True
+            if not check_mode:
+                os.chown(path, uid, gid)
+    return changed
+
+
+def run(module):
+    params = module.params
+    key_type = params["key_type"]
+    spec = keygen.KeySpec(key_type, params["key_size"] or DEFAULT_SIZES[key_type], params["hash"],
+                          dict((str(k), str(v)) for k, v in params["subject"].items()), params["validity_days"],
+                          params["profile"])
+    keygen.check_spec(spec)
+    refresh = keygen.parse_refresh(params["refresh"])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    base = params["path"]
+    dated = params["layout"] == "dated"
+    link = os.path.join(base, "current")
+    active = os.path.realpath(link) if dated and os.path.exists(link) else (None if dated else base)
+
+    existing = keygen.inspect(active, params["passphrase"], now) if active else None
+    reason = keygen.decide(existing, spec, params["regenerate"], refresh, now)
+    before = existing.facts if existing else None
+    result = dict(changed=False, generated=reason is not None, removed_generations=[])
+    if dated:
+        result["current"] = link
+
+    if reason is None:
+        directory = active
+        after = before
+        result["reason"] = "kept: readable, unexpired and matching the options"
+        result["changed"] = _set_ownership(module, _paths(directory), module.check_mode)
+    else:
+        result["changed"] = True
+        result["reason"] = reason
+        name = keygen.generation_name(now)
+        suffix = 1
+        while dated and os.path.lexists(os.path.join(base, name)):   # two rotations within one second
+            name = "%s-%d" % (keygen.generation_name(now), suffix)
+            suffix += 1
+        directory = os.path.join(base, name) if dated else base
+        after = None
+        if not module.check_mode:
+            generation = keygen.make_generation(spec, params["passphrase"], now)
+            keygen.write_generation(directory, generation, secret_mode=int(params["private_key_mode"], 8))
+            _set_ownership(module, _paths(directory), False)
+            if dated:
+                keygen.swap_current(base, name)
+                result["removed_generations"] = keygen.prune(base, max(1, params["keep"]), name)
+            after = generation.facts
+
+    result.update(_public_result(after))
+    result["directory"] = directory
+    result.update(_paths(directory))
+    if module._diff:
+        result["diff"] = dict(before=_facts_text(before),
+                              after=_facts_text(after) if after else ("(a new key)\n" if reason else "(no key)\n"),
+                              before_header=directory, after_header=directory)
+    return result
+
+
+def main():
+    module = build_module(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            layout=dict(type="str", choices=["flat", "dated"], default="flat"),
+            key_type=dict(type="str", choices=["rsa", "ecdsa"], default="rsa"),
+            key_size=dict(type="int"),
+            hash=dict(type="str", choices=["sha256", "sha384", "sha512", "sha3-256", "sha3-384", "sha3-512"],
+                      default="sha512"),
+            subject=dict(type="dict", default={"CN": "skm.modsign module signing key"}),
+            validity_days=dict(type="int", default=36500),
+            profile=dict(type="str", choices=["signing", "ca"], default="signing"),
+            passphrase=dict(type="str", no_log=True),
+            refresh=dict(type="str", default="never"),
+            regenerate=dict(type="str", choices=list(keygen.REGENERATE), default="partial_idempotence"),
+            keep=dict(type="int", default=3),
+            private_key_mode=dict(type="str", choices=["0600", "0400"], default="0600"),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+        ),
+    )
+    require_cryptography(module)
+    try:
+        result = run(module)
+    except ModSignError as exc:
+        fail(module, exc)
+    except (KeyError, OSError) as exc:  # unknown owner/group, filesystem errors outside the atomic writer
+        fail(module, ModSignError(str(exc), module.params["path"]))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

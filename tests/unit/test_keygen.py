@@ -1,0 +1,77 @@
+"""Rotation rules of skm_genkey's core: refresh periods and regenerate semantics."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from ansible_collections.skm.modsign.plugins.module_utils import _keygen as keygen
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+
+NOW = datetime.datetime(2026, 11, 23, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+@pytest.mark.parametrize("text,hours", [("12h", 12), ("7d", 168), ("30days", 720), ("1 day", 24), ("2w", 336),
+                                        ("6m", 6 * 720), ("1y", 8760), ("always", 0)])
+def test_refresh_periods(text, hours):
+    assert keygen.parse_refresh(text) == datetime.timedelta(hours=hours)
+
+
+def test_refresh_never_and_nonsense():
+    assert keygen.parse_refresh("never") is None
+    with pytest.raises(ModSignError, match="not understood"):
+        keygen.parse_refresh("fortnightly")
+
+
+def facts(created="2026-11-01T00:00:00Z", **over):
+    base = dict(fingerprint="ab", skid="cd", serial="1", subject="CN=x", not_before="", not_after="2126-01-01T00:00:00Z",
+                key_type="rsa", key_size=4096, hash_name="sha512", profile="signing", created=created)
+    base.update(over)
+    return keygen.KeyFacts(**base)
+
+
+SPEC = keygen.KeySpec("rsa", 4096, "sha512")
+
+
+def test_decide_keeps_a_matching_key():
+    assert keygen.decide(keygen.Existing(facts(), None), SPEC, "partial_idempotence", None, NOW) is None
+
+
+def test_decide_refresh_from_recorded_creation_time():
+    existing = keygen.Existing(facts(created="2026-11-20T12:00:00Z"), None)
+    assert keygen.decide(existing, SPEC, "partial_idempotence", datetime.timedelta(days=7), NOW) is None
+    assert "refresh" in keygen.decide(existing, SPEC, "partial_idempotence", datetime.timedelta(days=2), NOW)
+    assert keygen.decide(existing, SPEC, "never", datetime.timedelta(days=2), NOW) is None
+
+
+def test_decide_mismatch_per_regenerate_value():
+    existing = keygen.Existing(facts(key_size=2048), None)
+    assert keygen.decide(existing, SPEC, "never", None, NOW) is None
+    with pytest.raises(ModSignError, match="partial_idempotence"):
+        keygen.decide(existing, SPEC, "fail", None, NOW)
+    assert "key_size is 2048" in keygen.decide(existing, SPEC, "partial_idempotence", None, NOW)
+    assert keygen.decide(existing, SPEC, "always", None, NOW) == "regenerate=always"
+
+
+def test_decide_unreadable_key_only_replaced_under_full_idempotence():
+    unreadable = keygen.Existing(None, "wrong passphrase", unreadable=True)
+    with pytest.raises(ModSignError, match="full_idempotence"):
+        keygen.decide(unreadable, SPEC, "partial_idempotence", None, NOW)
+    assert keygen.decide(unreadable, SPEC, "full_idempotence", None, NOW) == "wrong passphrase"
+    expired = keygen.Existing(facts(), "the certificate expired on 2020-01-01T00:00:00Z")
+    assert "expired" in keygen.decide(expired, SPEC, "partial_idempotence", None, NOW)
+    assert keygen.decide(None, SPEC, "never", None, NOW) == "no key yet"
+
+
+@pytest.mark.parametrize("spec,words", [
+    (keygen.KeySpec("dsa", 2048, "sha256"), "rsa or ecdsa"),
+    (keygen.KeySpec("rsa", 1024, "sha256"), "not supported"),
+    (keygen.KeySpec("ecdsa", 521, "sha512"), "not supported"),
+    (keygen.KeySpec("ecdsa", 384, "sha256"), "at least 384"),
+    (keygen.KeySpec("rsa", 2048, "md5"), "unsupported hash"),
+    (keygen.KeySpec("rsa", 2048, "sha256", {"XX": "y"}), "unknown subject attribute"),
+])
+def test_spec_refusals(spec, words):
+    with pytest.raises(ModSignError, match=words):
+        keygen.check_spec(spec)
