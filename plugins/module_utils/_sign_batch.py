@@ -28,6 +28,7 @@ __metaclass__ = type
 
 import base64
 import glob
+import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -225,10 +226,62 @@ def plan(entries, signing_key, replace_foreign):
     return planned
 
 
+def fork_map(func, items, workers=0):
+    # type: (Any, Sequence[Any], int) -> List[Any]
+    """``[func(i) for i in items]`` on forked children, results (JSON values) back through pipes.
+
+    For the controller: Ansible runs an action plugin inside its own worker
+    process, where a multiprocessing pool can hang at shutdown. Here each child
+    takes every n-th item, writes its results to its pipe and leaves with
+    os._exit; no pool, no threads, nothing inherited is torn down.
+    """
+    workers = min(workers or default_workers(), len(items))
+    if workers <= 1 or not hasattr(os, "fork"):
+        return [func(item) for item in items]
+    children = []
+    for index in range(workers):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(read_end)
+            code = 0
+            try:
+                data = json.dumps([func(item) for item in items[index::workers]]).encode("utf-8")
+            except BaseException as exc:  # reported by the parent; never key material (see _keys)
+                code, data = 1, json.dumps("%s" % exc).encode("utf-8")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_end, view):]
+            os._exit(code)
+        os.close(write_end)
+        children.append((pid, read_end))
+    parts, errors = [], []
+    for pid, read_end in children:
+        chunks = []
+        while True:
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(read_end)
+        status = os.waitpid(pid, 0)[1]
+        data = b"".join(chunks)
+        if status != 0:
+            errors.append(json.loads(data.decode("utf-8")) if data else "worker died (status %d)" % status)
+        else:
+            parts.append(json.loads(data.decode("utf-8")))
+    if errors:
+        raise ModSignError("signing on the controller failed: %s" % errors[0])
+    out = [None] * len(items)  # type: List[Any]
+    for index, part in enumerate(parts):
+        out[index::workers] = part
+    return out
+
+
 def sign_digests(signing_key, digests, workers=0):
     # type: (signing.SigningKey, Sequence[str], int) -> List[str]
     """Raw signatures over digests (both base64), on every core of the controller; the key never moves."""
-    return run_batches(lambda d: b64(signing_key.sign_digest(unb64(d))), digests, workers or default_workers())
+    return fork_map(lambda d: b64(signing_key.sign_digest(unb64(d))), digests, workers)
 
 
 def write_requests(planned, signatures):

@@ -264,14 +264,18 @@ def controller_step(module, paths):
     p = module.params
     request = p["controller_request"]
     cert_der = batch.unb64(request["certificate"])
+    # Ansible echoes the arguments back as "invocation"; a summary keeps the return small (bytes per module).
+    invocation = {"module_args": dict(p, controller_request={"step": request.get("step"),
+                                                             "entries": len(request.get("entries") or [])})}
     if request.get("step") == "survey":
-        module.exit_json(changed=False, entries=batch.survey(paths, cert_der, p["hash"], p["workers"]))
+        module.exit_json(changed=False, entries=batch.survey(paths, cert_der, p["hash"], p["workers"]),
+                         invocation=invocation)
     if request.get("step") == "write":
         if module.check_mode:
-            module.exit_json(changed=False, failures={})
+            module.exit_json(changed=False, failures={}, invocation=invocation)
         failures = batch.write_signatures(request.get("entries") or [], cert_der, p["hash"],
                                           p["signer_id"] == "skid", p["workers"])
-        module.exit_json(changed=True, failures=failures)
+        module.exit_json(changed=True, failures=failures, invocation=invocation)
     module.fail_json(msg="controller_request: unknown step %r" % request.get("step"))
 
 

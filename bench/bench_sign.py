@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Benchmark skm_sign (host mode and controller mode) on Debian's whole module tree.
+
+Not a test: it prints numbers for the issue notes. Steps, on one machine in one run:
+  floor  sha512 over every module's bytes (read + hash, one core);
+  core   the signing core itself: _signing.sign_module_files (forked via _parallel.map_files) on a stripped copy;
+  host   ansible-playbook -m skm_sign (host mode) on another stripped copy, then the idempotent rerun;
+  ctrl   the same in controller mode (key on the controller), then the rerun; bytes over the wire per
+         module, measured by a wrapper interpreter that keeps what the host receives and sends;
+  xz     (--xz N) the first N modules xz-compressed with the kernel's flags: host mode, and the rerun
+         (which must not rewrite any file: inode and mtime unchanged).
+Targets (issue 4): host within 1.5x of core; rerun within 2x of the floor; controller < 2 KiB/module.
+
+    .venv/bin/python bench/bench_sign.py [--key rsa4096] [--limit N] [--xz N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "collections"))
+sys.path.insert(0, str(REPO))
+
+from ansible_collections.skm.modsign.plugins.module_utils import _parallel as parallel  # noqa: E402
+from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing  # noqa: E402
+from ansible_collections.skm.modsign.plugins.module_utils._trailer import strip_signature  # noqa: E402
+from tests.lib.ansible_run import bin_path, ansible_env  # noqa: E402
+from tests.lib.debian_kernel import debian_kernel  # noqa: E402
+from tests.lib.keys import make_key  # noqa: E402
+from tests.lib.module_tree import compress  # noqa: E402
+
+HASH_FOR = {"rsa4096": "sha512", "rsa2048": "sha256", "p384": "sha384", "p256": "sha256"}
+
+
+def timed(func):
+    start = time.perf_counter()
+    result = func()
+    return time.perf_counter() - start, result
+
+
+def stripped_copy(sources: list[pathlib.Path], base: pathlib.Path, dest: pathlib.Path, xz: bool = False) -> list[str]:
+    out = []
+    for source in sources:
+        target = dest / source.relative_to(base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        payload = strip_signature(source.read_bytes())
+        if xz:
+            target = target.with_name(target.name + ".xz")
+            payload = compress(payload, ".xz")
+        target.write_bytes(payload)
+        out.append(str(target))
+    subprocess.run(["sync"], check=True)
+    return out
+
+
+def playbook(work: pathlib.Path, args: dict, python: str | None = None) -> tuple[float, dict]:
+    play = work / "play.yml"
+    host_vars = {"ansible_python_interpreter": python} if python else {}
+    play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "vars": host_vars,
+                                 "tasks": [{"skm.modsign.skm_sign": args}]}]))
+    cmd = [bin_path("ansible-playbook"), "-i", "localhost,", "-c", "local", str(play)]
+    seconds, proc = timed(lambda: subprocess.run(cmd, capture_output=True, text=True,
+                                                 env=ansible_env({"ANSIBLE_PIPELINING": "0"})))
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    if result.get("failed"):
+        raise SystemExit(f"skm_sign failed: {result.get('msg')}")
+    return seconds, result
+
+
+def wire_logger(work: pathlib.Path) -> tuple[str, pathlib.Path]:
+    """A host interpreter that keeps the module arguments it receives and the JSON it returns."""
+    log = work / "wire"
+    log.mkdir()
+    wrapper = work / "host-python"
+    wrapper.write_text(f"""#!/bin/bash
+n=$(date +%s%N)
+cp "$1" {log}/$n.in
+{sys.executable} "$@" | tee {log}/$n.out
+exit ${{PIPESTATUS[0]}}
+""")
+    wrapper.chmod(0o755)
+    return str(wrapper), log
+
+
+def wire_bytes(log: pathlib.Path) -> int:
+    total = 0
+    for path in log.glob("*.in"):
+        total += len(ast.literal_eval(re.search(r"^\s*params=(.*),$", path.read_text(), re.M).group(1)))
+    return total + sum(p.stat().st_size for p in log.glob("*.out"))
+
+
+def stat_ids(files: list[str]) -> dict:
+    return {p: (os.stat(p).st_ino, os.stat(p).st_mtime_ns) for p in files}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--key", default="rsa4096", choices=sorted(HASH_FOR))
+    parser.add_argument("--limit", type=int, default=0, help="only the first N modules (0: all)")
+    parser.add_argument("--xz", type=int, default=0, help="also an xz tree of the first N modules")
+    args = parser.parse_args()
+
+    kernel = debian_kernel()
+    base = kernel.modules_dir
+    sources = kernel.modules()[:args.limit or None]
+    work = pathlib.Path(tempfile.mkdtemp(prefix="skm-bench-sign-"))
+    hash_name = HASH_FOR[args.key]
+    try:
+        key = make_key(work / "keys", args.key)
+        n = len(sources)
+        print(f"tree: {kernel.package}, {n} modules, {sum(p.stat().st_size for p in sources) / 1e6:.0f} MB; "
+              f"{parallel.default_workers()} cores; key {args.key}/{hash_name}")
+
+        t_floor, _ = timed(lambda: [hashlib.sha512(p.read_bytes()).digest() for p in sources])
+        print(f"floor   sha512 over every module's bytes, one core: {t_floor:.2f} s")
+
+        files = stripped_copy(sources, base, work / "core")
+        signing_key = signing.SigningKey.from_files(str(key.key), str(key.cert), hash_name=hash_name)
+        t_core, outcomes = timed(lambda: signing.sign_module_files(files, signing_key))
+        assert {o.status for o in outcomes} == {signing.SIGNED}
+        shutil.rmtree(work / "core")
+        print(f"core    sign_module_files: {t_core:.2f} s")
+
+        sign_args = {"path": str(work / "host"), "key": str(key.key), "cert": str(key.cert), "hash": hash_name}
+        t_empty, _ = playbook(work, dict(sign_args, path=str(work / "nothing*")))
+        print(f"ansible ansible-playbook with nothing to sign (fixed start-up cost): {t_empty:.2f} s")
+        stripped_copy(sources, base, work / "host")
+        t_host, result = playbook(work, sign_args)
+        assert result["counts"]["signed"] == n, result["counts"]
+        t_rerun, result = playbook(work, sign_args)
+        assert result["counts"]["already_signed"] == n and not result["changed"]
+        print(f"host    sign {t_host:.2f} s ({t_host / t_core:.2f}x core) | idempotent rerun {t_rerun:.2f} s "
+              f"({t_rerun / t_floor:.2f}x floor; {(t_rerun - t_empty) / t_floor:.2f}x without the start-up; "
+              f"{t_host / t_rerun:.1f}x faster than signing)")
+        shutil.rmtree(work / "host")
+
+        python, log = wire_logger(work)
+        ctrl_args = dict(sign_args, path=str(work / "ctrl"), key_location="controller")
+        stripped_copy(sources, base, work / "ctrl")
+        t_ctrl, result = playbook(work, ctrl_args, python)
+        assert result["counts"]["signed"] == n, result["counts"]
+        per_module = wire_bytes(log) / n
+        for path in log.iterdir():
+            path.unlink()
+        t_ctrl_rerun, result = playbook(work, ctrl_args, python)
+        assert result["counts"]["already_signed"] == n and not result["changed"]
+        rerun_bytes = wire_bytes(log) / n
+        print(f"ctrl    sign {t_ctrl:.2f} s ({t_ctrl / t_core:.2f}x core), {per_module:.0f} bytes/module both ways | "
+              f"rerun {t_ctrl_rerun:.2f} s ({t_ctrl_rerun / t_floor:.2f}x floor), {rerun_bytes:.0f} bytes/module")
+        shutil.rmtree(work / "ctrl")
+
+        if args.xz:
+            subset = sources[:args.xz]
+            t_make, xz_files = timed(lambda: stripped_copy(subset, base, work / "xz", xz=True))
+            xz_args = dict(sign_args, path=str(work / "xz"))
+            t_xz, result = playbook(work, xz_args)
+            assert result["counts"]["signed"] == len(subset)
+            ids = stat_ids(xz_files)
+            t_xz_rerun, result = playbook(work, xz_args)
+            assert not result["changed"] and stat_ids(xz_files) == ids, "the rerun rewrote a module"
+            print(f"xz      {len(subset)} modules: xz CLI compressing them once, one process {t_make:.2f} s | "
+                  f"host mode sign+recompress {t_xz:.2f} s | rerun {t_xz_rerun:.2f} s, no file rewritten")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
