@@ -206,7 +206,24 @@ def test_native_files_idempotence_and_wrapper(host, rsa_key, debian_kernel, tmp_
 def test_post_build_hook_signs_plain_and_compressed_modules(host, rsa_key, debian_kernel, tmp_path):
     """The hook as DKMS runs it: from <tree>/<module>/<version>/build with KERNELVER ARCH, on the modules
     in ../KERNELVER/ARCH/module/ (an older DKMS may have compressed them already)."""
-    facts, _, _ = host.converge(**_role_vars(rsa_key, skm_dkms_method="post_build"))
+    own = pathlib.Path("/etc/dkms/skm-test-own.conf")             # a module's configuration of its own
+    own.write_text('POST_BUILD="their-own-hook.sh"\n')
+    linked = pathlib.Path("/etc/dkms/skm-test-linked.conf")
+    try:
+        variables = _role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False,
+                               skm_dkms_modules=["skm-test-own", "skm-test-linked"])
+        facts, _, output = host.converge(**variables)
+        assert own.read_text() == 'POST_BUILD="their-own-hook.sh"\n' and "skm-test-own.conf is not ours" in output
+        assert linked.is_symlink() and os.readlink(linked) == str(HOOK_CONF)
+        _, stats, _ = host.converge(**variables)
+        assert stats["changed"] == 0
+        host.converge(**_role_vars(rsa_key, skm_dkms_resign=False))   # back to native: our links go, theirs stays
+        assert not linked.is_symlink() and not HOOK_CONF.exists() and own.exists() and DROP_IN.exists()
+    finally:
+        own.unlink()
+        linked.unlink(missing_ok=True)
+
+    facts, _, _ = host.converge(**_role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False))
     assert facts["hook"] == "post_build"
     assert not DROP_IN.exists() and os.access(HOOK, os.X_OK)
     assert HOOK_CONF.read_text().splitlines()[-1] == (
@@ -273,7 +290,7 @@ def test_dkms_builds_are_signed_natively_and_old_builds_re_signed(host, rsa_key,
 
 
 @slow
-def test_passphrase_reaches_sign_file_through_the_wrapper(host, tmp_path):
+def test_passphrase_reaches_sign_file_through_the_wrapper(host, rsa_key, tmp_path):
     key = make_key(tmp_path / "key", "p256", passphrase=PASSPHRASE)
     key.key.chmod(0o600)
     assert "ENCRYPTED" in key.key.read_text()
@@ -289,7 +306,7 @@ def test_passphrase_reaches_sign_file_through_the_wrapper(host, tmp_path):
         assert PASSPHRASE not in text
     _, stats, _ = host.converge(**variables)
     assert stats["changed"] == 0
-    host.converge(**_role_vars(key, skm_dkms_key_passphrase=""))
+    host.converge(**_role_vars(rsa_key))                      # a key without passphrase: the file goes
     assert not PASSFILE.exists()
 
 
@@ -311,6 +328,6 @@ def test_post_build_hook_when_dkms_cannot_sign(host, rsa_key, tmp_path):
         _, stats, _ = host.converge(**_role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False))
         assert stats["changed"] == 0
         host.converge(**_role_vars(rsa_key))                     # back to native: links and hook go
-        assert not link.exists() and not HOOK_CONF.exists() and not HOOK.exists() and DROP_IN.exists()
+        assert not link.is_symlink() and not HOOK_CONF.exists() and not HOOK.exists() and DROP_IN.exists()
     finally:
         NO_NATIVE.unlink(missing_ok=True)
