@@ -2,8 +2,9 @@
 """Fleet benchmark: Ansible over the local test fleet (tests/fleet/fleet.sh), not a timed test.
 
 For each fleet size (default 10 and 30 hosts) it starts the fleet, then runs each case and records the
-wall time and the controller's memory: the peak of the summed RSS of ansible-playbook and every process
-under it (workers, ssh), sampled every 50 ms, and the largest single process. Cases:
+wall time and the controller's memory: the peak of the summed PSS of ansible-playbook and every process
+under it (workers, ssh; PSS so that pages forked workers share count once), sampled every 50 ms, and the
+largest single process's RSS. Cases:
 
   baseline           tests/fleet/baseline.yml (3 tasks + fact gathering), Ansible's defaults (forks 5)
   baseline-forks     the same with forks = the fleet size
@@ -14,7 +15,7 @@ under it (workers, ssh), sampled every 50 ms, and the largest single process. Ca
                      above, when --site is given (the roles add site.yml; the target for the second run is
                      3x the baseline's wall time on 30 hosts)
 
-Usage: bench/bench_fleet.py [--sizes 10,30] [--repeat 1] [--site] [--site-args '-e x=y'] [--keep]
+Usage: bench/bench_fleet.py [--sizes 10,30] [--cases a,b] [--repeat 1] [--site] [--site-args '-e x=y'] [--keep]
 Results: a table on stdout and build/bench_fleet.json. Needs root and the images (make images).
 """
 from __future__ import annotations
@@ -66,25 +67,29 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def _rss_kib(pid: int) -> int:
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """PSS and RSS of one process (KiB); PSS shares the pages forked workers have in common."""
+    pss = rss = 0
     try:
-        with open(f"/proc/{pid}/status") as handle:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return pss, rss
 
 
-def tree_rss(root_pid: int) -> tuple[int, int]:
-    """Summed and largest RSS (KiB) of root_pid and all its descendants."""
+def tree_memory(root_pid: int) -> tuple[int, int]:
+    """Summed PSS of root_pid and all its descendants, and the largest RSS among them (KiB)."""
     children = _children_map()
     stack, total, largest = [root_pid], 0, 0
     while stack:
         pid = stack.pop()
-        rss = _rss_kib(pid)
-        total += rss
+        pss, rss = _memory_kib(pid)
+        total += pss
         largest = max(largest, rss)
         stack.extend(children.get(pid, []))
     return total, largest
@@ -101,7 +106,7 @@ def run_playbook(playbook: Path, inventory: str, forks: int | None, settings: di
         started = time.monotonic()
         proc = subprocess.Popen(cmd, env=environment(settings), stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            total, single = tree_rss(proc.pid)
+            total, single = tree_memory(proc.pid)
             peak_total, peak_single = max(peak_total, total), max(peak_single, single)
             time.sleep(0.05)
         wall = time.monotonic() - started
@@ -113,7 +118,7 @@ def run_playbook(playbook: Path, inventory: str, forks: int | None, settings: di
                  for line in recap)
     if proc.returncode != 0:
         sys.stderr.write(text[-4000:])
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak_total / 1024, 1),
+    return {"wall_s": round(wall, 2), "peak_pss_mib": round(peak_total / 1024, 1),
             "largest_process_mib": round(peak_single / 1024, 1), "hosts": len(recap), "changed": changed,
             "failed": failed, "rc": proc.returncode}
 
@@ -153,6 +158,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each baseline case (best is kept)")
     parser.add_argument("--site", action="store_true", help="also run playbooks/site.yml twice")
     parser.add_argument("--site-args", default="", help="extra ansible-playbook arguments for site.yml")
+    parser.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     parser.add_argument("--keep", action="store_true", help="leave the last fleet up")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -167,7 +173,10 @@ def main() -> int:
             up_s = round(time.monotonic() - started, 1)
             inventory = str(ROOT / "build" / "fleet" / "inventory.ini")
             print(f"fleet of {size} up in {up_s} s", flush=True)
+            wanted = set(filter(None, args.cases.split(",")))
             for name, playbook, forks, settings in cases(size, args.site):
+                if wanted and name not in wanted:
+                    continue
                 site_case = name.startswith("site")
                 extra = shlex.split(args.site_args) if site_case else []
                 runs = [run_playbook(playbook, inventory, forks, settings, extra)
@@ -176,7 +185,7 @@ def main() -> int:
                 row = {"size": size, "case": name, "fleet_up_s": up_s, **best,
                        "load_1min": round(os.getloadavg()[0], 1)}
                 results.append(row)
-                print(f"{size:>4} hosts  {name:<15} {best['wall_s']:>7} s  peak RSS {best['peak_rss_mib']:>7} MiB"
+                print(f"{size:>4} hosts  {name:<15} {best['wall_s']:>7} s  peak PSS {best['peak_pss_mib']:>7} MiB"
                       f"  largest {best['largest_process_mib']:>6} MiB  changed={best['changed']}"
                       f"  failed={best['failed']}  rc={best['rc']}  load={row['load_1min']}", flush=True)
             if size != sizes[-1] or not args.keep:
