@@ -54,7 +54,9 @@ def expand_paths(paths):
     """Module files named by ``paths``: files, directories (recursive) and globs.
 
     A file or directory that does not exist is an error; a glob that matches
-    nothing is not (an empty ``updates/dkms`` is normal).
+    nothing is not (an empty ``updates/dkms`` is normal). A symbolic link to a
+    module (RHEL's weak-updates) stands for its target: the target is signed
+    in place, once, and reported; the link stays a link.
     """
     roots = []  # type: List[str]
     for entry in paths:
@@ -64,7 +66,8 @@ def expand_paths(paths):
             roots.append(entry)
         else:
             raise ModSignError("no such file or directory", entry)
-    return signing.find_modules(roots)
+    found = signing.find_modules(roots)
+    return sorted(set(os.path.realpath(p) if os.path.islink(p) else p for p in found))
 
 
 def batches(items, size=BATCH):

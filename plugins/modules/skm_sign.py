@@ -54,6 +54,8 @@ options:
         globs (C(**) is recursive), on the managed host.
       - A file named directly is taken whatever its name; its content decides (ELF, or compressed ELF).
       - A file or directory that does not exist is an error; a glob that matches nothing signs nothing.
+      - A symbolic link to a module (for example in C(weak-updates)) stands for its target, which is signed in
+        place and reported under its real path; the link stays a link.
     type: list
     elements: str
     required: true

@@ -127,6 +127,9 @@ def test_expand_paths(tmp_path):
     assert names(batch.expand_paths([str(tmp_path / "a/b/notes.txt"), str(tmp_path / "a/x.ko")])) == \
         ["a/b/notes.txt", "a/x.ko"]
     assert batch.expand_paths([str(tmp_path / "none*")]) == []
+    (tmp_path / "weak").mkdir()
+    (tmp_path / "weak" / "x.ko").symlink_to(tmp_path / "a" / "x.ko")   # RHEL weak-updates style
+    assert names(batch.expand_paths([str(tmp_path / "weak"), str(tmp_path / "a/x.ko")])) == ["a/x.ko"]
     with pytest.raises(ModSignError, match="no such file"):
         batch.expand_paths([str(tmp_path / "missing.ko")])
 
