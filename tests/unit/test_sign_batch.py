@@ -159,3 +159,19 @@ def test_sign_file_agrees_with_the_write_step(states, sign_file, session_keys, t
     subprocess.run([sign_file, "sha256", str(test_key.key), str(test_key.cert), str(reference)], check=True)
     controller_round_trip([str(path)], key)
     assert path.read_bytes() == reference.read_bytes()
+
+
+def test_skid_signer_id_matches_sign_file_k_in_both_modes(debian_kernel, debian_sample, session_keys, sign_file,
+                                                          tmp_path):
+    """signer_id=skid: the PKCS#7 names the signer by subjectKeyIdentifier, as `sign-file -k` does."""
+    key = session_keys("rsa2048")
+    skid_key = signing.SigningKey.from_files(str(key.key), str(key.cert), hash_name="sha256", use_skid=True)
+    payload = strip_signature((debian_kernel.modules_dir / debian_sample[5]).read_bytes())
+    host_path, ctrl_path, ref = tmp_path / "host.ko", tmp_path / "ctrl.ko", tmp_path / "ref.ko"
+    for path in (host_path, ctrl_path, ref):
+        path.write_bytes(payload)
+    subprocess.run([sign_file, "-k", "sha256", str(key.key), str(key.cert), str(ref)], check=True)
+    assert signing.sign_module_file(str(host_path), skid_key).status == "signed"
+    assert [o.status for o in controller_round_trip([str(ctrl_path)], skid_key)] == ["signed"]
+    assert host_path.read_bytes() == ref.read_bytes() == ctrl_path.read_bytes()
+    assert [o.status for o in controller_round_trip([str(ctrl_path)], skid_key)] == ["already_signed"]
