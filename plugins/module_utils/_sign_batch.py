@@ -39,7 +39,7 @@ from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
-    CertificateId, SignerId, build_signed_data, certificate_id, digest, hash_algorithm, parse_signed_data,
+    CertificateId, build_signed_data, certificate_id, digest, hash_algorithm, parse_signed_data,
 )
 from ansible_collections.skm.modsign.plugins.module_utils._trailer import trailer
 
