@@ -90,10 +90,10 @@ class Host:
         self.built = pathlib.Path(f"/var/lib/dkms/{PACKAGE}/{VERSION}/{kver}/x86_64/module/{MODULE}.ko")
 
     def converge(self, check: bool = False, **variables) -> tuple[dict, dict, str]:
-        """Run the role; return (facts, stats, raw output). Variables go through a file, never argv."""
+        """Run the role in diff mode; return (facts, stats, raw output). Variables go through a file, never argv."""
         path = self.work / "vars.json"
         path.write_text(json.dumps(variables))
-        proc = run_playbook(CONVERGE, "-e", f"@{path}", check=check)
+        proc = run_playbook(CONVERGE, "-e", f"@{path}", check=check, diff=True)
         path.unlink()
         report = json.loads(proc.stdout) if proc.stdout.startswith("{") else {}
         stats = report.get("stats", {}).get("localhost", {})
