@@ -3,7 +3,7 @@
 #
 #   make images        build (or reuse) the podman images debian12, debian12-dkms, rhel-like from the Debian
 #                      mirror with tests/images/build.sh; rebuilt only when their recipe changes
-#                      (cold ~4 min here, cached ~1 s)
+#                      (cold 4-8 min here by load, cached 0.25 s)
 #   make molecule      every molecule scenario under extensions/molecule/ (`molecule test --all`), podman
 #                      driver, local images, systemd as PID 1, no network
 #   make fleet-up      start FLEET_SIZE (default 5) hosts with tests/fleet/fleet.sh, each in its own network
