@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "build" / "collections"))
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from benchlib import HASH_FOR, timed  # noqa: E402  (puts the collection on sys.path)
 
 from ansible_collections.skm.modsign.plugins.module_utils import _parallel as parallel  # noqa: E402
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing  # noqa: E402
@@ -35,13 +32,6 @@ from ansible_collections.skm.modsign.plugins.module_utils._trailer import strip_
 from tests.lib.debian_kernel import SIGN_FILE, debian_kernel  # noqa: E402
 from tests.lib.keys import make_key  # noqa: E402
 
-KEYS = {"rsa4096": "sha512", "p384": "sha384", "rsa2048": "sha256", "p256": "sha256"}
-
-
-def timed(func):
-    start = time.perf_counter()
-    result = func()
-    return time.perf_counter() - start, result
 
 
 def stripped_copy(source: pathlib.Path, dest: pathlib.Path) -> list[str]:
@@ -60,7 +50,7 @@ def sign_file_loop(files: list[str], key, hash_name: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keys", default="rsa4096,p384", help="comma list of " + ",".join(KEYS))
+    parser.add_argument("--keys", default="rsa4096,p384", help="comma list of " + ",".join(HASH_FOR))
     parser.add_argument("--limit", type=int, default=0, help="use only the first N modules (0: all)")
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
@@ -85,7 +75,7 @@ def main() -> int:
         print(f"floor: sha512 over every module, one core: {t_hash:.2f} s")
 
         for kind in args.keys.split(","):
-            hash_name = KEYS[kind]
+            hash_name = HASH_FOR[kind]
             key = make_key(work / "keys", kind)
             files_a = stripped_copy(source, work / f"{kind}-signfile")
             files_b = stripped_copy(source, work / f"{kind}-core")

@@ -27,11 +27,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "build" / "collections"))
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from benchlib import HASH_FOR, timed  # noqa: E402  (puts the collection on sys.path)
 
 from ansible_collections.skm.modsign.plugins.module_utils import _parallel as parallel  # noqa: E402
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing  # noqa: E402
@@ -41,13 +39,6 @@ from tests.lib.debian_kernel import debian_kernel  # noqa: E402
 from tests.lib.keys import make_key  # noqa: E402
 from tests.lib.module_tree import compress  # noqa: E402
 
-HASH_FOR = {"rsa4096": "sha512", "rsa2048": "sha256", "p384": "sha384", "p256": "sha256"}
-
-
-def timed(func):
-    start = time.perf_counter()
-    result = func()
-    return time.perf_counter() - start, result
 
 
 def stripped_copy(sources: list[pathlib.Path], base: pathlib.Path, dest: pathlib.Path, xz: bool = False) -> list[str]:
