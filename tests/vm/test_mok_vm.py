@@ -1,4 +1,4 @@
-"""skm_mok_enroll against the real mokutil over a real UEFI variable store (make test-mok, ~9 min under TCG).
+"""skm_mok_enroll against the real mokutil over a real UEFI variable store (make test-mok, 5-9 min under TCG).
 
 Set-up (tests/vm/vm.py): qemu (TCG) boots OVMF firmware with a private copy of its variable store,
 OVMF loads Debian's own kernel, efivarfs is mounted, and real ansible-playbook on this host runs the
