@@ -66,7 +66,7 @@ def _zstd_command(args, data, path):
     if exe is None:
         raise ModSignError("zstd-compressed module, but neither the zstandard Python package "
                            "nor the zstd command is available", path)
-    proc = subprocess.run([exe] + args, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run([exe] + args, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
         raise ModSignError("zstd failed: %s" % proc.stderr.decode("utf-8", "replace").strip(), path)
     return proc.stdout
