@@ -138,7 +138,12 @@ class SignerInfo(NamedTuple):
 
 def format_serial(serial):
     # type: (int) -> str
-    """Serial as modinfo prints sig_key: colon-separated upper-case hex bytes."""
+    """Serial as modinfo prints sig_key: colon-separated upper-case hex bytes.
+
+    A negative serial (DER allows it, RFC 5280 does not) prints its magnitude, as kmod's
+    BN_bn2bin does, instead of failing.
+    """
+    serial = abs(serial)
     raw = serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big")
     return ":".join("%02X" % b for b in raw)
 

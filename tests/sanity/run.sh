@@ -16,7 +16,8 @@
 # tests/config.yml's `python_requires: '>=3.8'` for modules is actually checked. A machine without them
 # gets the 3.11 run only (ansible-test skips versions it cannot find and says so).
 #
-# Usage: tests/sanity/run.sh [--units] [extra ansible-test sanity args, e.g. --test pylint]
+# Usage: tests/sanity/run.sh [extra ansible-test sanity args, e.g. --test pylint]
+#        tests/sanity/run.sh --units [extra ansible-test units args]   (ansible-test units instead)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
@@ -90,14 +91,11 @@ git init -q .
 # ansible-test's own collection loader must see this tree, not the symlink under build/collections.
 unset ANSIBLE_COLLECTIONS_PATH ANSIBLE_COLLECTIONS_PATHS
 
-status=0
-echo "sanity: ansible-test sanity in $dest (controller Python $py_version, --venv)"
-HOME="$sanity_home" ansible-test sanity --venv --color no "$@" || status=$?
-
 if [ "$units" = 1 ]; then
-  echo "sanity: ansible-test units (tests/unit, Python $py_version, --local)"
+  echo "units: ansible-test units (tests/unit, Python $py_version, --local)"
   # --local: the unit tests need our .venv's libraries (cryptography, zstandard, hypothesis, atheris)
   # and the Debian kernel fixtures from tests/conftest.py, which a fresh venv would not have.
-  HOME="$sanity_home" ansible-test units --local --python "$py_version" --color no || status=$?
+  exec env HOME="$sanity_home" ansible-test units --local --python "$py_version" --color no "$@"
 fi
-exit "$status"
+echo "sanity: ansible-test sanity in $dest (controller Python $py_version, --venv)"
+exec env HOME="$sanity_home" ansible-test sanity --venv --color no "$@"
