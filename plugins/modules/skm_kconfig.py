@@ -13,14 +13,21 @@ short_description: Set the module-signing options in kernel .config files
 version_added: 0.1.0
 description:
   - Sets C(CONFIG_MODULE_SIG), C(_FORCE), C(_ALL), the signing hash (exactly one of C(CONFIG_MODULE_SIG_SHA*)
-    set, the others written C(# CONFIG_... is not set), C(CONFIG_MODULE_SIG_HASH) to match),
+    set, the others the file has written C(# CONFIG_... is not set), C(CONFIG_MODULE_SIG_HASH) to match),
     C(CONFIG_MODULE_SIG_KEY), the key type, C(CONFIG_SYSTEM_TRUSTED_KEYS), the module compression,
     C(CONFIG_MODULE_DECOMPRESS) and C(CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS) in one or many configs.
   - Also builds in (C(=y), not C(=m)) what verifying a signature needs - the hash (C(CONFIG_CRYPTO_SHA256),
     C(CONFIG_CRYPTO_SHA512), C(CONFIG_CRYPTO_SHA3)) and the key algorithm (C(CONFIG_CRYPTO_RSA),
     C(CONFIG_CRYPTO_ECDSA)). A kernel with the hash only as a module rejects such signatures.
-  - A missing option is added; every other line is kept byte for byte. Writes are atomic.
-  - Refuses combinations the kernel's Kconfig forbids (an ECDSA key type with a 256-bit hash).
+  - A missing option is added; every other line is kept byte for byte. Writes are atomic. A member of a choice
+    group that the file does not mention (6.1 has no C(CONFIG_MODULE_SIG_SHA3_*)) is not added just to say it is
+    not set, so running C(make olddefconfig) and then this module again reports no change.
+  - Refuses, naming the file, what the kernel's Kconfig forbids or would silently undo - an ECDSA key type with a
+    256-bit hash (also when the hash is the one the file already has), a SHA-3 hash in the config of a kernel
+    older than 6.7 (read from the config's header), O(decompress) without a compression or, before 6.2, with
+    zstd. Every file is checked before any is written.
+  - Turning off an option whose Kconfig default is off (O(sig_force), O(decompress),
+    O(allow_missing_namespace_imports)) rewrites its line where the file has one and adds none where it has not.
   - Run C(make olddefconfig) afterwards, as for any .config edit.
 author:
   - skm.modsign contributors
@@ -68,7 +75,9 @@ options:
     type: str
     choices: [none, gzip, xz, zstd]
   decompress:
-    description: C(CONFIG_MODULE_DECOMPRESS) - the kernel decompresses modules itself (needs O(compress)).
+    description:
+      - C(CONFIG_MODULE_DECOMPRESS) - the kernel decompresses modules itself. Needs a compression (O(compress) or
+        the file's own); gzip or xz before Linux 6.2.
     type: bool
   allow_missing_namespace_imports:
     description: C(CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS).
@@ -162,13 +171,10 @@ def settings_from(params):
 
 
 def plan_file(path, settings):
-    """The new text and the changes of one config (nothing written)."""
-    try:
-        text = read_bytes(path, "the config").decode("utf-8")
-    except UnicodeDecodeError:
-        raise ModSignError("not a kernel config (not UTF-8 text)", path)
-    new_text, changes = kconfig.edit(text, settings, path)
-    return text, new_text, changes
+    """The old text, the new text and the changes of one config (nothing written)."""
+    data = read_bytes(path, "the config")
+    new_text, changes = kconfig.edit(data, settings, path)   # refuses what is not UTF-8 kernel config text
+    return data.decode("utf-8"), new_text, changes
 
 
 def main():

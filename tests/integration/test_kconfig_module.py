@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from ansible_collections.skm.modsign.plugins.module_utils import _kconfig as kconfig
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from tests.lib.ansible_run import run_module
 from tests.lib.kernel_source import kernel_source
 
@@ -39,7 +40,7 @@ def olddefconfig(tmp_path_factory):
         shutil.copy(config, out / ".config")
         subprocess.run(["make", "-s", "-C", str(source), f"O={out}", "ARCH=x86", "olddefconfig"], check=True,
                        capture_output=True)
-        return kconfig.values(kconfig.parse_config((out / ".config").read_text()))
+        return kconfig.values(kconfig.parse_config((out / ".config").read_text())), out / ".config"
     return run
 
 
@@ -55,7 +56,13 @@ def test_debian_config_values_survive_olddefconfig(case, tmp_path, debian_kernel
     assert check1["changed"] and real1["changed"] and not check2["changed"] and not real2["changed"]
     assert (configs / "config.x86_64").read_bytes() == (configs / "config.x86_64-lts").read_bytes()
     assert len(real1["files"]) == 2 and all(f["changed"] for f in real1["files"])
-    assert "--- before" in real1["_stdout"] or real1.get("diff")
+    # diff mode: one before/after per changed file, headed by its path; check mode reports the same changes.
+    diffs = {d["before_header"]: d for d in real1["diff"]}
+    assert sorted(diffs) == sorted(str(configs / n) for n in ("config.x86_64", "config.x86_64-lts"))
+    assert diffs[str(configs / "config.x86_64")]["before"] == original.decode()
+    assert diffs[str(configs / "config.x86_64")]["after"] == (configs / "config.x86_64").read_text()
+    assert check1["files"] == real1["files"] and check1["diff"] == real1["diff"]
+    assert check2["diff"] == [] and real2["files"][0]["changes"] == []
 
     # Every line we did not set is byte for byte what Debian shipped.
     ours = {c["name"] for c in real1["files"][0]["changes"]}
@@ -66,9 +73,13 @@ def test_debian_config_values_survive_olddefconfig(case, tmp_path, debian_kernel
     assert new_lines == old_lines
 
     wanted = {c["name"]: c["after"] for c in real1["files"][0]["changes"]}
-    after = olddefconfig(configs / "config.x86_64")
+    after, rewritten = olddefconfig(configs / "config.x86_64")
     lost = {n: (v, after.get(n)) for n, v in wanted.items() if after.get(n, "n") != v}
     assert not lost, f"the kernel's olddefconfig dropped or changed what we set: {lost}"
+    # The config as the kernel rewrote it needs nothing more: skm_kconfig then olddefconfig then skm_kconfig
+    # is not a change on every run.
+    again = run_module("skm_kconfig", dict(args, path=str(rewritten)), check=True)
+    assert not again["changed"], again["files"]
 
 
 def test_backup_bad_input_and_read_only(tmp_path, debian_kernel):
@@ -101,3 +112,52 @@ def test_backup_bad_input_and_read_only(tmp_path, debian_kernel):
         assert (ro / ".config").read_bytes() == debian_kernel.config.read_bytes()
     finally:
         subprocess.run(["umount", str(ro)])
+
+
+SLOW = pytest.mark.skipif(not os.environ.get("SKM_SLOW"), reason="slow: make test-kernel-config")
+MATRIX = [  # every hash 6.1 offers with each key type Kconfig allows; every compression; decompress where it can
+    ("sha256", "rsa", "none"), ("sha384", "rsa", "gzip"), ("sha512", "rsa", "zstd"), ("sha256", "rsa", "xz"),
+    ("sha384", "ecdsa", "xz"), ("sha512", "ecdsa", "none"),
+]
+
+
+@SLOW
+@pytest.mark.parametrize("hash_name,key_type,compress", MATRIX)
+def test_matrix_survives_olddefconfig(hash_name, key_type, compress, tmp_path, debian_kernel, olddefconfig):
+    settings = kconfig.Settings(hash_name=hash_name, key_type=key_type, compress=compress,
+                                decompress=compress in ("gzip", "xz"), sig_force=True, sig_all=False,
+                                key="certs/fleet.pem", trusted_keys="certs/extra.pem",
+                                allow_missing_namespace_imports=key_type == "ecdsa")
+    text, changes = kconfig.edit(debian_kernel.config.read_bytes(), settings, "debian config")
+    (tmp_path / "config").write_text(text)
+    after, rewritten = olddefconfig(tmp_path / "config")
+    lost = {c["name"]: (c["after"], after.get(c["name"])) for c in changes if after.get(c["name"], "n") != c["after"]}
+    assert not lost, f"the kernel's olddefconfig dropped or changed what we set: {lost}"
+    assert kconfig.edit(rewritten.read_text(), settings) == (rewritten.read_text(), [])
+
+
+@SLOW
+def test_sha3_on_61_is_what_olddefconfig_drops(tmp_path, debian_kernel, olddefconfig):
+    """The premise of the SHA-3 refusal, shown by the kernel: 6.1's Kconfig has no MODULE_SIG_SHA3_*."""
+    config = debian_kernel.config.read_text()
+    with pytest.raises(ModSignError, match="Linux 6.1"):
+        kconfig.edit(config, kconfig.Settings(hash_name="sha3-512"))
+    headerless = "\n".join(line for line in config.split("\n") if "Kernel Configuration" not in line)
+    text, _ = kconfig.edit(headerless, kconfig.Settings(hash_name="sha3-512"))
+    (tmp_path / "config").write_text(text)
+    after, _ = olddefconfig(tmp_path / "config")
+    assert "CONFIG_MODULE_SIG_SHA3_512" not in after and after["CONFIG_MODULE_SIG_HASH"] != '"sha3-512"'
+
+
+@SLOW
+def test_zstd_decompress_on_61_is_what_olddefconfig_drops(tmp_path, debian_kernel, olddefconfig):
+    """The premise of the zstd-decompress refusal: 6.1's MODULE_DECOMPRESS knows gzip and xz only."""
+    config = debian_kernel.config.read_text()
+    settings = kconfig.Settings(compress="zstd", decompress=True)
+    with pytest.raises(ModSignError, match="gzip and xz modules only"):
+        kconfig.edit(config, settings)
+    headerless = "\n".join(line for line in config.split("\n") if "Kernel Configuration" not in line)
+    text, _ = kconfig.edit(headerless, settings)
+    (tmp_path / "config").write_text(text)
+    after, _ = olddefconfig(tmp_path / "config")
+    assert after["CONFIG_MODULE_COMPRESS_ZSTD"] == "y" and after.get("CONFIG_MODULE_DECOMPRESS", "n") == "n"
