@@ -1,8 +1,5 @@
-"""The collection's own modules as the e2e run uses them: skm_genkey (keys), skm_kconfig (kernel config),
-skm_sign (host and controller mode), each run through real ansible-playbook on localhost.
-
-Until skm_genkey / skm_kconfig exist in plugins/modules/, keys come from openssl (tests/lib/keys.py) and the
-signing options from a fragment written here; `SigningSetup.via` says which was used.
+"""The collection's own modules as the e2e run uses them, each run through real ansible-playbook on localhost:
+skm_genkey makes our two trusted keys, skm_kconfig writes the kernel's signing options, skm_sign signs.
 """
 
 from __future__ import annotations
@@ -12,27 +9,18 @@ import json
 import pathlib
 import tempfile
 
-from tests.lib.ansible_run import REPO, run_playbook
+from tests.lib.ansible_run import run_playbook
 from tests.lib.debian_kernel import cache_dir
 from tests.lib.keys import make_key
 
-MODULES = REPO / "plugins" / "modules"
 HASH = "sha512"            # CONFIG_MODULE_SIG_HASH of the e2e kernel (what MODULE_SIG_ALL would use)
-COMPRESS = "xz"
-
-
-# Set to True once the wiring below (_skm_genkey, _skm_kconfig) speaks the module's real options; until then a
-# module that exists is only reported, so that its arrival cannot break the run.
-WIRED = {"skm_genkey": False, "skm_kconfig": False}
-
-
-def has_module(name: str) -> bool:
-    return WIRED.get(name, True) and (MODULES / f"{name}.py").exists()
-
-
-def pending_modules() -> list[str]:
-    """Modules that now exist but are not wired into the run yet."""
-    return [name for name, wired in WIRED.items() if not wired and (MODULES / f"{name}.py").exists()]
+COMPRESS = "xz"            # 6.1 decompresses gzip or xz in the kernel (zstd from 6.2)
+# Our two trusted keys: the build's own (CONFIG_MODULE_SIG_KEY, its certificate built in) and an extra one
+# (CONFIG_SYSTEM_TRUSTED_KEYS). Each lives in its own skm_genkey directory under the cache.
+KEYS = {
+    "rsa": {"key_type": "rsa", "key_size": 3072, "subject": {"CN": "skm.modsign e2e RSA-3072"}},
+    "p384": {"key_type": "ecdsa", "key_size": 384, "subject": {"CN": "skm.modsign e2e ECDSA P-384"}},
+}
 
 
 def run_tasks(tasks: list[dict], check: bool = False) -> list[dict]:
@@ -54,10 +42,18 @@ def run_tasks(tasks: list[dict], check: bool = False) -> list[dict]:
     return results
 
 
+def run_task(name: str, module: str, args: dict, check: bool = False) -> dict:
+    """One task; a failed task raises with the module's message."""
+    result = run_tasks([{"name": name, f"skm.modsign.{module}": args}], check=check)[0]
+    if result.get("failed"):
+        raise AssertionError(f"{module} failed: {result.get('msg') or result}")
+    return result
+
+
 @dataclasses.dataclass
 class KeyPair:
     name: str
-    key: pathlib.Path        # PEM private key (or key + certificate)
+    key: pathlib.Path        # PEM private key
     cert: pathlib.Path       # PEM certificate
     combined: pathlib.Path   # key + certificate, as CONFIG_MODULE_SIG_KEY names it
 
@@ -67,8 +63,7 @@ class SigningSetup:
     keydir: pathlib.Path
     rsa: KeyPair             # CONFIG_MODULE_SIG_KEY (the build's own key; its certificate is built in)
     p384: KeyPair            # CONFIG_SYSTEM_TRUSTED_KEYS
-    via: str                 # "skm_genkey" or "openssl"
-    notes: list[str]
+    notes: list[str]         # what skm_genkey did with each key (made or kept, and why)
 
     @property
     def trusted_certs(self) -> list[pathlib.Path]:
@@ -76,59 +71,50 @@ class SigningSetup:
 
     @property
     def kconfig_args(self) -> dict:
-        return {"hash": HASH, "force": True, "sign_all": True, "key": str(self.rsa.combined),
-                "key_type": "rsa", "trusted_keys": str(self.p384.cert), "compression": COMPRESS,
-                "via": "skm_kconfig" if has_module("skm_kconfig") else "fragment"}
+        """skm_kconfig's signing options for the e2e kernel (without path and extra)."""
+        return {"sig": True, "sig_force": True, "sig_all": True, "hash": HASH, "key": str(self.rsa.combined),
+                "key_type": "rsa", "trusted_keys": str(self.p384.cert), "compress": COMPRESS, "decompress": True}
 
     def expected_config(self) -> dict[str, str]:
+        """What the built kernel's .config must say, written out here independently of skm_kconfig."""
         return {
             "CONFIG_MODULE_SIG": "y", "CONFIG_MODULE_SIG_FORCE": "y", "CONFIG_MODULE_SIG_ALL": "y",
             f"CONFIG_MODULE_SIG_{HASH.upper()}": "y", "CONFIG_MODULE_SIG_HASH": f'"{HASH}"',
             "CONFIG_MODULE_SIG_KEY": f'"{self.rsa.combined}"', "CONFIG_MODULE_SIG_KEY_TYPE_RSA": "y",
             "CONFIG_SYSTEM_TRUSTED_KEYS": f'"{self.p384.cert}"',
-            f"CONFIG_MODULE_COMPRESS_{COMPRESS.upper()}": "y",
+            f"CONFIG_MODULE_COMPRESS_{COMPRESS.upper()}": "y", "CONFIG_MODULE_DECOMPRESS": "y",
         }
 
-    def write_kconfig(self, config: pathlib.Path, check: bool) -> dict:
-        """Write the signing options into ``config`` (skm_kconfig, or the fallback fragment)."""
-        if has_module("skm_kconfig"):
-            return _skm_kconfig(self, config, check)
-        from tests.e2e.kernel_build import _missing
-        missing = _missing(config, self.expected_config())
-        if missing and not check:
-            with open(config, "a") as out:
-                out.write("\n# signing options (fallback fragment: skm_kconfig not available)\n")
-                for name, value in self.expected_config().items():
-                    out.write(f"{name}={value}\n")
-        return {"changed": bool(missing), "via": "fragment", "missing": missing}
-
-
-def _skm_kconfig(setup: SigningSetup, config: pathlib.Path, check: bool) -> dict:
-    raise NotImplementedError("wire skm_kconfig's options here when it lands")
+    def write_kconfig(self, config: pathlib.Path, extra: dict[str, str], check: bool) -> dict:
+        """skm_kconfig on ``config``: the signing options plus ``extra`` (the recipe), in one write."""
+        args = {"path": str(config), **self.kconfig_args, "extra": extra}
+        return run_task(f"skm_kconfig {config}", "skm_kconfig", args, check=check)
 
 
 def signing_setup() -> SigningSetup:
-    """Our two trusted keys, kept under the cache (so that the cached kernel trusts them next run too)."""
+    """Our two trusted keys from skm_genkey, kept under the cache so that the cached kernel trusts them next run.
+
+    skm_genkey is idempotent: a key that is there and matches the options is kept, so the kernel cache (keyed by
+    the certificates' fingerprints) stays valid between runs.
+    """
     keydir = cache_dir() / "e2e" / "keys"
-    keydir.mkdir(parents=True, exist_ok=True)
-    if has_module("skm_genkey"):
-        return _skm_genkey(keydir)
-    pairs = {}
-    for kind in ("rsa3072", "p384"):
-        stem = keydir / "openssl" / kind
-        if not (stem / f"{kind}.pem").exists():
-            make_key(stem, kind)
-        pairs[kind] = KeyPair(kind, stem / f"{kind}.key", stem / f"{kind}.crt", stem / f"{kind}.pem")
-    notes = ["keys made by openssl (fallback)"] + [f"{n} exists but is not wired yet" for n in pending_modules()]
-    return SigningSetup(keydir, pairs["rsa3072"], pairs["p384"], "openssl", notes)
-
-
-def _skm_genkey(keydir: pathlib.Path) -> SigningSetup:
-    raise NotImplementedError("wire skm_genkey's options here when it lands")
+    names = list(KEYS)
+    tasks = [{"name": f"skm_genkey {name}", "skm.modsign.skm_genkey": {"path": str(keydir / name), "hash": HASH,
+                                                                       **KEYS[name]}} for name in names]
+    results = run_tasks(tasks)
+    pairs, notes = {}, []
+    for name, result in zip(names, results):
+        if result.get("failed"):
+            raise AssertionError(f"skm_genkey {name} failed: {result.get('msg') or result}")
+        pairs[name] = KeyPair(name, pathlib.Path(result["private_key"]), pathlib.Path(result["certificate"]),
+                              pathlib.Path(result["combined"]))
+        notes.append(f"{name} key {'made' if result['generated'] else 'kept'} by skm_genkey "
+                     f"({result['reason']}; sha256 {result['fingerprint'][:16]})")
+    return SigningSetup(keydir, pairs["rsa"], pairs["p384"], notes)
 
 
 def foreign_key(workdir: pathlib.Path) -> KeyPair:
-    """A key no kernel here trusts: made fresh each run."""
+    """A key no kernel here trusts: made fresh each run (by openssl, so not by the code under test)."""
     k = make_key(workdir / "foreign", "rsa2048", cn="foreign")
     return KeyPair("foreign", k.key, k.cert, k.combined)
 

@@ -1,5 +1,6 @@
-"""The e2e kernel: linux-source-6.1, tinyconfig + tests/e2e/kernel.config + the signing options skm_kconfig
-writes, built once and cached under <cache>/e2e/kernels/<key>, where <key> hashes the trusted certificates'
+"""The e2e kernel: linux-source-6.1, `make tinyconfig`, then skm_kconfig writes the signing options and the
+recipe's (tests/e2e/kernel.config, as `extra`) in one go, and the kernel's own olddefconfig must keep them all.
+Built once and cached under <cache>/e2e/kernels/<key>, where <key> hashes the trusted certificates'
 fingerprints, the recipe and the signing options.
 
 A cached build is reused as is; skm_kconfig is then run in check mode against its .config and must report
@@ -12,7 +13,6 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -88,13 +88,13 @@ def _missing(config: pathlib.Path, wanted: dict[str, str]) -> list[str]:
 
 
 def build_kernel(signing: collection.SigningSetup) -> KernelBuild:
-    """Configure (through skm_kconfig) and build the e2e kernel, or reuse the cached one."""
+    """Configure (skm_kconfig, then the kernel's olddefconfig) and build the e2e kernel, or reuse the cached one."""
     started = time.monotonic()
     source = kernel_source()
-    recipe = RECIPE.read_text()
+    recipe = read_config(RECIPE)
     key_material = {
         "source": source_version(source),
-        "recipe": hashlib.sha256(recipe.encode()).hexdigest(),
+        "recipe": recipe,
         "trusted": sorted(fingerprint(c) for c in signing.trusted_certs),
         "kconfig": signing.kconfig_args,
         "compression": COMPRESSION,
@@ -107,39 +107,36 @@ def build_kernel(signing: collection.SigningSetup) -> KernelBuild:
     with open(base / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (build / ".complete").exists() and (build / "source" / "Makefile").exists():
-            check = signing.write_kconfig(build / ".config", check=True)
-            if check.get("changed"):
+            check = signing.write_kconfig(build / ".config", recipe, check=True)
+            if check["changed"]:
                 raise AssertionError(f"skm_kconfig (check mode) would change the cached kernel's config: {check}")
-            notes.append(f"cached kernel {build.name}; {check.get('via', 'skm_kconfig')} in check mode: unchanged")
+            notes.append(f"cached kernel {build.name}; skm_kconfig in check mode: unchanged")
             return KernelBuild(build, True, time.monotonic() - started, notes)
         shutil.rmtree(build, ignore_errors=True)
         build.mkdir()
         (build / "recipe.json").write_text(json.dumps(key_material, indent=2, sort_keys=True) + "\n")
         log = build / "build.log"
         _make(build, "tinyconfig", source=source, log=log)
-        with open(build / ".config", "a") as config:
-            config.write("\n# tests/e2e/kernel.config\n" + recipe)
-        result = signing.write_kconfig(build / ".config", check=False)
-        notes.append(f"{result.get('via', 'skm_kconfig')}: changed={result.get('changed')}")
-        wanted = signing.expected_config()
+        result = signing.write_kconfig(build / ".config", recipe, check=False)
+        written = sum(len(f["changes"]) for f in result["files"])
+        if not result["changed"]:
+            raise AssertionError(f"skm_kconfig changed nothing in a fresh tinyconfig: {result}")
+        notes.append(f"skm_kconfig set {written} options")
         _make(build, "olddefconfig", source=source, log=log)
-        lost = _missing(build / ".config", wanted)
+        lost = _missing(build / ".config", signing.expected_config())
         if lost:
             raise AssertionError("the kernel's olddefconfig dropped signing options: " + ", ".join(lost))
-        lost = _missing(build / ".config", {k: v for k, v in read_config(_recipe_file()).items()})
+        lost = _missing(build / ".config", recipe)
         if lost:
             raise AssertionError("the kernel's olddefconfig dropped recipe options: " + ", ".join(lost))
-        again = signing.write_kconfig(build / ".config", check=True)
-        if again.get("changed"):
+        again = signing.write_kconfig(build / ".config", recipe, check=True)
+        if again["changed"]:
             raise AssertionError(f"skm_kconfig would change the config after olddefconfig: {again}")
+        notes.append("olddefconfig kept them (skm_kconfig check mode: unchanged)")
         _make(build, "bzImage", "modules", source=source, log=log)
         (build / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
         notes.append(f"built kernel {build.name} in {time.monotonic() - started:.0f}s")
         return KernelBuild(build, False, time.monotonic() - started, notes)
-
-
-def _recipe_file() -> pathlib.Path:
-    return RECIPE
 
 
 def build_module(kernel: KernelBuild, workdir: pathlib.Path) -> pathlib.Path:

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """End-to-end proof on real kernels (issue 8): `make e2e`.
 
-1. Our kernel: linux-source-6.1, tinyconfig + tests/e2e/kernel.config, the signing options and
-   CONFIG_SYSTEM_TRUSTED_KEYS written by skm_kconfig with keys from skm_genkey (openssl until they exist),
-   kept by the kernel's own olddefconfig, built with -j2 and cached by certificate fingerprints + recipe.
+1. Our kernel: linux-source-6.1, tinyconfig, then skm_kconfig writes the signing options (CONFIG_MODULE_SIG_KEY
+   = skm_genkey's RSA-3072 key, CONFIG_SYSTEM_TRUSTED_KEYS = its ECDSA P-384 certificate, sha512, xz with
+   in-kernel decompression) and tests/e2e/kernel.config; the kernel's own olddefconfig must keep them.
+   Built with -j2, cached by certificate fingerprints + recipe; the keys persist in the cache beside it.
 2. tests/e2e/module (skm_e2e) built out of tree against it, then copies signed by skm_sign in host and
    controller mode (RSA-3072 and ECDSA P-384; sha256/384/512; plain and xz, the one format this kernel
    decompresses), and the bad ones: unsigned, tampered, foreign key, signed after compression, gzip.
@@ -119,8 +120,7 @@ def our_kernel(report: Report, work: pathlib.Path, timings: dict) -> None:
     if kernel is None:
         return
     report.case("kernel configured and built", True,
-                f"keys via {setup.via}; signing options via {setup.kconfig_args['via']}; "
-                + "; ".join(setup.notes[1:] + kernel.notes) + f" ({kernel.seconds:.0f}s)")
+                "; ".join(setup.notes + kernel.notes) + f" ({kernel.seconds:.0f}s)")
     built = report.step("out-of-tree module build", build_module, kernel, work)
     loader = report.step("loader build", build_loader, work)
     if built is None or loader is None:
