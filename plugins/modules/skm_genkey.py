@@ -98,7 +98,8 @@ options:
   regenerate:
     description:
       - What to do with an existing key, like community.crypto's openssl_privatekey.
-      - V(never) - keep whatever is there (fail only if it cannot be read at all).
+      - V(never) - keep the key there whatever the options say; fail when it cannot be used as it is
+        (unreadable, wrong passphrase, incomplete, expired).
       - V(fail) - fail if the existing key does not match the options.
       - V(partial_idempotence) - replace a key that does not match the options, is expired or incomplete; fail
         when it cannot be read (wrong passphrase), so a typo never throws a key away.

@@ -28,8 +28,8 @@ def four_times(args: dict) -> list[dict]:
     return [run_module("skm_genkey", args, check=check, diff=True) for check in (True, False, True, False)]
 
 
-def openssl(*args: str, input: bytes | None = None) -> str:
-    return subprocess.run(["openssl", *args], check=True, capture_output=True, input=input).stdout.decode()
+def openssl(*args: str, input: bytes | None = None, env: dict | None = None) -> str:
+    return subprocess.run(["openssl", *args], check=True, capture_output=True, input=input, env=env).stdout.decode()
 
 
 def assert_no_secret(result: dict, directory: pathlib.Path, passphrase: str | None = None) -> None:
@@ -70,6 +70,7 @@ def test_make_keep_and_validate(key_type, key_size, hash_name, tmp_path, debian_
         openssl("x509", "-in", crt)
     assert openssl("pkey", "-in", str(directory / "signing_key.key"), "-pubout") == \
         openssl("x509", "-in", crt, "-noout", "-pubkey")
+    assert openssl("verify", "-x509_strict", "-CAfile", crt, crt).strip() == f"{crt}: OK"
     text = openssl("x509", "-in", crt, "-noout", "-text")
     assert ("Public-Key: (%d bit)" % key_size) in text
     assert "CN = fleet signing" in text or "CN=fleet signing" in text
@@ -82,7 +83,7 @@ def test_make_keep_and_validate(key_type, key_size, hash_name, tmp_path, debian_
     (tmp_path / "sig").write_bytes(split.pkcs7)
     (tmp_path / "payload").write_bytes(split.payload)
     proc = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig"),
-                           "-content", str(tmp_path / "payload"), "-certfile", crt, "-nointern", "-noverify",
+                           "-content", str(tmp_path / "payload"), "-certfile", crt, "-nointern", "-CAfile", crt,
                            "-purpose", "any", "-out", "/dev/null"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -159,8 +160,10 @@ def test_dated_layout_refresh_and_retention(tmp_path):
 def test_ca_profile(tmp_path):
     directory = tmp_path / "ca"
     run_module("skm_genkey", {"path": str(directory), "key_type": "ecdsa", "profile": "ca"})
-    ext = openssl("x509", "-in", str(directory / "signing_key.crt"), "-noout", "-ext", "basicConstraints,keyUsage")
-    assert "CA:TRUE" in ext and "Certificate Sign" in ext
+    crt = str(directory / "signing_key.crt")
+    ext = openssl("x509", "-in", crt, "-noout", "-ext", "basicConstraints,keyUsage")
+    assert "CA:TRUE" in ext and "Certificate Sign" in ext and "Digital Signature" in ext
+    assert openssl("verify", "-x509_strict", "-CAfile", crt, crt).strip() == f"{crt}: OK"
 
 
 def test_read_only_directory_fails_cleanly(tmp_path):
@@ -174,3 +177,51 @@ def test_read_only_directory_fails_cleanly(tmp_path):
         assert list(mnt.iterdir()) == []
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_check_mode_makes_nothing_and_diff_shows_public_facts_only(tmp_path):
+    directory = tmp_path / "keys"
+    args = {"path": str(directory), "key_type": "ecdsa", "key_size": 256, "hash": "sha256"}
+    would = run_module("skm_genkey", args, check=True, diff=True)
+    assert would["changed"] and would["generated"] and not directory.exists()
+    assert would["diff"]["before"] == "(no key)\n" and would["diff"]["after"] == "(a new key)\n"
+    made = run_module("skm_genkey", args, diff=True)
+    assert made["diff"]["before"] == "(no key)\n"
+    assert f"fingerprint: {made['fingerprint']}\n" in made["diff"]["after"]
+    assert f"serial: {made['serial']}\n" in made["diff"]["after"]
+    assert "PRIVATE" not in made["_stdout"] and "PRIVATE" not in made["_stderr"]
+    assert_no_secret(made, directory)
+    kept = run_module("skm_genkey", args, check=True, diff=True)
+    assert not kept["changed"] and kept["diff"]["before"] == kept["diff"]["after"]
+
+
+def test_unreadable_key_is_kept_unless_full_idempotence(tmp_path):
+    directory = tmp_path / "keys"
+    args = {"path": str(directory), "key_size": 2048}
+    made = run_module("skm_genkey", args)
+    (directory / "signing_key.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n")
+    before = snapshot(directory)
+    for regenerate in ("never", "partial_idempotence"):
+        refused = run_module("skm_genkey", dict(args, regenerate=regenerate))
+        assert refused["failed"] and "not a readable private key" in refused["msg"], refused["msg"]
+        assert "signing_key.key" in refused["msg"]
+        assert "full_idempotence" in refused["msg"]
+        assert snapshot(directory) == before
+    replaced = run_module("skm_genkey", dict(args, regenerate="full_idempotence"))
+    assert replaced["changed"] and replaced["fingerprint"] != made["fingerprint"]
+    openssl("pkey", "-in", str(directory / "signing_key.key"), "-noout")   # openssl reads the new key
+
+
+def test_passphrase_added_to_an_unencrypted_key(tmp_path):
+    directory = tmp_path / "keys"
+    args = {"path": str(directory), "key_size": 2048}
+    run_module("skm_genkey", args)
+    before = snapshot(directory)
+    refused = run_module("skm_genkey", dict(args, passphrase=PASSPHRASE))
+    assert refused["failed"] and "not encrypted" in refused["msg"] and PASSPHRASE not in refused["_stdout"]
+    assert snapshot(directory) == before
+    replaced = run_module("skm_genkey", dict(args, passphrase=PASSPHRASE, regenerate="full_idempotence"))
+    assert replaced["changed"] and "ENCRYPTED PRIVATE KEY" in (directory / "signing_key.key").read_text()
+    assert PASSPHRASE not in replaced["_stdout"] + replaced["_stderr"]
+    openssl("pkey", "-in", str(directory / "signing_key.key"), "-passin", "env:SKM_PASS", "-noout",
+            env=dict(os.environ, SKM_PASS=PASSPHRASE))
