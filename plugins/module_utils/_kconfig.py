@@ -205,7 +205,7 @@ def check_settings(settings):
         if not re.match(r"^CONFIG_[A-Za-z0-9_]+$", name):
             raise ModSignError("extra option %r is not a CONFIG_ name" % name)
     texts = [("key", settings.key), ("trusted_keys", settings.trusted_keys)]
-    texts += [(name, value) for name, value in settings.extra.items()]
+    texts += list(settings.extra.items())
     for name, value in texts:
         if value is not None and any(c in value for c in "\n\r\0"):
             raise ModSignError("%s must be one line (a newline would add lines of its own to the config)" % name)
