@@ -64,7 +64,9 @@ options:
     description: C(CONFIG_MODULE_SIG_KEY) - the combined key and certificate PEM (skm_genkey's C(combined)).
     type: str
   key_type:
-    description: C(CONFIG_MODULE_SIG_KEY_TYPE_RSA) or C(_ECDSA) (also builds in the matching crypto).
+    description:
+      - C(CONFIG_MODULE_SIG_KEY_TYPE_RSA) or C(_ECDSA) (also builds in the matching crypto).
+      - When O(key) is an absolute path to an existing file, the key in its certificate must be of this type.
     type: str
     choices: [rsa, ecdsa]
   trusted_keys:
@@ -146,6 +148,7 @@ import glob
 import os
 
 from ansible_collections.skm.modsign.plugins.module_utils import _kconfig as kconfig
+from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
@@ -168,6 +171,20 @@ def settings_from(params):
         allow_missing_namespace_imports=params["allow_missing_namespace_imports"],
         builtin_crypto=params["builtin_crypto"],
         extra=dict((str(k), _extra_value(v)) for k, v in params["extra"].items()))
+
+
+def check_key_file(key, key_type):
+    """When O(key) is a file on this host, its certificate's key must be of O(key_type).
+
+    A kernel built with the wrong key type lacks the algorithm (CONFIG_CRYPTO_ECDSA) to verify its own modules.
+    Only the certificate is parsed; a relative path (resolved by the kernel build) is not checked.
+    """
+    if not key or not key_type or not os.path.isabs(key) or not os.path.isfile(key) or not keys.HAS_CRYPTOGRAPHY:
+        return
+    kind, bits = keys.describe_key(keys.load_certificate(read_bytes(key, "the signing key"), key).public_key())
+    if kind != key_type:
+        raise ModSignError("the certificate in this file has a %s-%d key, but key_type is %s" % (kind, bits, key_type),
+                           key)
 
 
 def plan_file(path, settings):
@@ -203,6 +220,7 @@ def main():
     try:
         settings = settings_from(module.params)
         kconfig.check_settings(settings)
+        check_key_file(settings.key, settings.key_type)
         # Every file is read and checked before any is written: one bad config changes none.
         plans = [(path,) + plan_file(path, settings) for path in paths]
         entries, diffs = [], []

@@ -82,6 +82,18 @@ def test_debian_config_values_survive_olddefconfig(case, tmp_path, debian_kernel
     assert not again["changed"], again["files"]
 
 
+def test_key_file_must_be_of_the_key_type(tmp_path, debian_kernel, session_keys):
+    config = tmp_path / ".config"
+    shutil.copy(debian_kernel.config, config)
+    p384 = session_keys("p384")   # made by openssl, not by us
+    wrong = run_module("skm_kconfig", {"path": str(config), "key": str(p384.combined), "key_type": "rsa"})
+    assert wrong["failed"] and "ecdsa-384 key, but key_type is rsa" in wrong["msg"] and str(p384.combined) in wrong["msg"]
+    assert config.read_bytes() == debian_kernel.config.read_bytes()
+    right = run_module("skm_kconfig", {"path": str(config), "key": str(p384.combined), "key_type": "ecdsa",
+                                       "hash": "sha384"})
+    assert right["changed"] and f'CONFIG_MODULE_SIG_KEY="{p384.combined}"\n' in config.read_text()
+
+
 def test_backup_bad_input_and_read_only(tmp_path, debian_kernel):
     config = tmp_path / ".config"
     shutil.copy(debian_kernel.config, config)
