@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import subprocess
 
 import pytest
 
@@ -75,3 +78,39 @@ def test_decide_unreadable_key_only_replaced_under_full_idempotence():
 def test_spec_refusals(spec, words):
     with pytest.raises(ModSignError, match=words):
         keygen.check_spec(spec)
+
+
+@pytest.mark.parametrize("key_type,key_size,hash_name,algorithm", [
+    ("rsa", 2048, "sha256", "sha256WithRSAEncryption"),
+    ("rsa", 3072, "sha512", "sha512WithRSAEncryption"),
+    ("ecdsa", 256, "sha256", "ecdsa-with-SHA256"),
+    ("ecdsa", 384, "sha384", "ecdsa-with-SHA384"),
+    ("ecdsa", 384, "sha512", "ecdsa-with-SHA512"),
+])
+def test_generation_as_openssl_reads_it(key_type, key_size, hash_name, algorithm, tmp_path):
+    spec = keygen.KeySpec(key_type, key_size, hash_name, {"CN": "unit", "O": "skm"}, validity_days=10)
+    generation = keygen.make_generation(spec, None, NOW)
+    paths = keygen.write_generation(str(tmp_path), generation)
+    text = subprocess.run(["openssl", "x509", "-in", paths["certificate"], "-noout", "-text"], check=True,
+                          capture_output=True, text=True).stdout
+    assert f"Signature Algorithm: {algorithm}" in text and f"({key_size} bit)" in text
+    assert "Not After : Dec  3 12:00:00 2026 GMT" in text          # NOW + 10 days
+    assert "CN = unit" in text and "O = skm" in text
+    assert oct(os.stat(paths["private_key"]).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(paths["certificate"]).st_mode & 0o777) == "0o644"
+    meta = json.loads(generation.files["metadata"])
+    assert meta["created"] == "2026-11-23T12:00:00Z" and meta["fingerprint"] == generation.facts.fingerprint
+    assert b"PRIVATE KEY" not in generation.files["metadata"]
+
+
+def test_prune_keeps_the_newest_and_the_protected(tmp_path):
+    names = ["20260101-000000", "20260201-000000", "20260301-000000", "20260301-000000-1", "20260401-000000"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "signing_key.crt").write_text("x")
+    (tmp_path / "notes").mkdir()                      # not a generation: never touched
+    keygen.swap_current(str(tmp_path), "20260401-000000")
+    removed = keygen.prune(str(tmp_path), 2, "20260401-000000")
+    assert [os.path.basename(p) for p in removed] == names[:3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20260301-000000-1", "20260401-000000", "current", "notes"]
+    assert os.readlink(tmp_path / "current") == "20260401-000000"
