@@ -29,8 +29,11 @@ def kernel_source() -> pathlib.Path:
         debs.mkdir(exist_ok=True)
         found = sorted(debs.glob(f"{PACKAGE}_*.deb"))
         if not found:
-            subprocess.run(["apt-get", "download", PACKAGE], cwd=debs, check=True, capture_output=True)
+            proc = subprocess.run(["apt-get", "download", PACKAGE], cwd=debs, capture_output=True, text=True)
             found = sorted(debs.glob(f"{PACKAGE}_*.deb"))
+            if proc.returncode != 0 or not found:
+                raise RuntimeError(f"apt-get download {PACKAGE} failed (rc={proc.returncode}; needs a Debian 12 "
+                                   f"mirror in sources.list):\n{proc.stdout}{proc.stderr}")
         deb = found[-1]
         root = base / deb.stem
         shutil.rmtree(root, ignore_errors=True)
