@@ -8,9 +8,11 @@
 # recipe hash is already in podman's store is not rebuilt. The tag :latest points at the newest build.
 #
 # The images (all boot systemd as PID 1 under `podman run --systemd=always`):
-#   debian12       Debian 12 (bookworm) by debootstrap: systemd, python3, openssh-server, sudo, kmod, mokutil,
+#   debian12       Debian 12 (bookworm) by debootstrap: systemd, python3 (+ cryptography), openssh-server, sudo, kmod, mokutil,
 #                  openssl, Debian's kernel (linux-image-amd64: /boot/vmlinuz-*, /lib/modules/*), GRUB layout:
-#                  /etc/default/grub and grub2-common's update-grub / grub-mkconfig.
+#                  /etc/default/grub and grub2-common's update-grub / grub-mkconfig, and a prepared
+#                  /etc/kernel/cmdline (what systemd's kernel-install reads; the container boots nothing,
+#                  so update-grub cannot run here: grub-probe finds no device under overlay).
 #   debian12-dkms  debian12 + dkms, gcc/make, linux-headers-amd64, and the out-of-tree module skm_hello
 #                  (files/skm_hello) built and installed by DKMS for the image's kernel.
 #   rhel-like      NOT a Fedora/RHEL userland: no Fedora/RHEL repository is reachable from here and Debian
@@ -18,8 +20,11 @@
 #                  BLS entries in /boot/loader/entries/<machine-id>-<kver>.conf, /etc/kernel/cmdline,
 #                  systemd's kernel-install, Debian's build of rpm (empty rpm database), and an
 #                  /etc/os-release of the RHEL family (ID=rhel, so Ansible reports os_family RedHat) whose
-#                  NAME/VARIANT say what it really is. There is no grubby and no dnf repository: roles must
-#                  edit BLS entries / /etc/kernel/cmdline themselves or fail clearly when grubby is missing.
+#                  NAME/VARIANT say what it really is. grubby is Fedora's own: the grubby-bls script of
+#                  Fedora's grubby package (dist-git), taken from $SKM_GRUBBY or a local clone at
+#                  $SKM_GRUBBY_REPO (default /work/.mirror/fedora-riscv+grubby/repo), with grub-common's
+#                  grub-editenv as grub2-editenv and a /boot/grub2/grubenv. Without that script the image is
+#                  built without grubby (said in the log and in /etc/skm-grubby). No dnf repository.
 #
 # Every image has /usr/local/sbin/skm-efi-like (files/skm-efi-like): run inside a container, it gives it
 # file-backed UEFI variables that the real mokutil uses (how "EFI-like" hosts are represented).
@@ -37,8 +42,15 @@ mirror="${SKM_MIRROR:-http://deb.debian.org/debian}"
 suite=bookworm
 repo=localhost/skm-test
 
+# Fedora's grubby-bls script, printed to stdout; nothing (rc != 0) when it is not available here.
+grubby_script() {
+  if [ -n "${SKM_GRUBBY:-}" ] && [ -r "$SKM_GRUBBY" ]; then cat "$SKM_GRUBBY"; return; fi
+  git -C "${SKM_GRUBBY_REPO:-/work/.mirror/fedora-riscv+grubby/repo}" show HEAD:grubby-bls 2>/dev/null
+}
+
 recipe_hash() {
-  (cd "$here" && { cat build.sh; find files -type f -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-12)
+  (cd "$here" && { cat build.sh; find files -type f -print0 | sort -z | xargs -0 sha256sum;
+                   grubby_script || echo no-grubby; } | sha256sum | cut -c1-12)
 }
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
@@ -134,6 +146,8 @@ GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
 GRUB_CMDLINE_LINUX_DEFAULT="quiet"
 GRUB_CMDLINE_LINUX=""
 EOF
+  mkdir -p "$root/etc/kernel"
+  echo "root=UUID=00000000-0000-4000-8000-000000000000 ro quiet" > "$root/etc/kernel/cmdline"
 }
 
 # DKMS and the out-of-tree module skm_hello, built for the image's kernel.
@@ -154,9 +168,20 @@ dkms_layout() {
 
 # The Fedora/RHEL boot layout on the Debian userland (see the header for what this is not).
 bls_layout() {
-  local root=$1 kver
-  apt_in_root "$root" rpm
+  local root=$1 kver grubby=no
+  apt_in_root "$root" rpm grub-common
   kver=$(ls "$root/lib/modules" | sort -V | tail -1)
+  if grubby_script > "$root/usr/sbin/grubby" && [ -s "$root/usr/sbin/grubby" ]; then
+    chmod 0755 "$root/usr/sbin/grubby"
+    ln -sfn grub-editenv "$root/usr/bin/grub2-editenv"
+    mkdir -p "$root/boot/grub2"
+    in_root "$root" grub-editenv /boot/grub2/grubenv set "saved_entry=skmtest-$kver" >&2
+    grubby=yes
+  else
+    rm -f "$root/usr/sbin/grubby"
+    log "rhel-like: Fedora's grubby-bls not found (set SKM_GRUBBY or SKM_GRUBBY_REPO); built without grubby"
+  fi
+  echo "$grubby" > "$root/etc/skm-grubby"
   mkdir -p "$root/boot/loader/entries" "$root/etc/kernel"
   echo "root=UUID=00000000-0000-4000-8000-000000000000 ro crashkernel=auto rhgb quiet" > "$root/etc/kernel/cmdline"
   printf 'layout=bls\n' > "$root/etc/kernel/install.conf"
@@ -192,7 +217,7 @@ ID_LIKE="fedora"
 VERSION_ID="9.4"
 PLATFORM_ID="platform:el9"
 PRETTY_NAME="RHEL-style boot layout on a Debian 12 userland (skm.modsign test image, not Red Hat)"
-VARIANT="skm.modsign test image: Debian 12 userland, BLS boot layout, no grubby, no dnf repository"
+VARIANT="skm.modsign test image: Debian 12 userland, BLS boot layout, Fedora grubby-bls, no dnf repository"
 VARIANT_ID="skm-test"
 EOF
   ln -sfn ../usr/lib/os-release "$root/etc/os-release"
@@ -214,6 +239,8 @@ build_one() {
   tar -C "$root" --numeric-owner -xf "$base_tar"
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   install -m 0755 "$here/files/skm-efi-like" "$root/usr/local/sbin/skm-efi-like"
+  # What the audit and the safety gate need on a managed host (signature verification), as on most real hosts.
+  apt_in_root "$root" python3-cryptography
   case $name in
     debian12) grub_layout "$root" ;;
     debian12-dkms) grub_layout "$root"; dkms_layout "$root" ;;
