@@ -26,7 +26,7 @@ description:
     256-bit hash (also when the hash is the one the file already has), a SHA-3 hash in the config of a kernel
     older than 6.7 (read from the config's header), O(decompress) without a compression or, before 6.2, with
     zstd. Every file is checked before any is written.
-  - Turning off an option whose Kconfig default is off (O(sig_force), O(decompress),
+  - Turning off an option whose Kconfig default is off (O(sig), O(sig_force), O(decompress),
     O(allow_missing_namespace_imports)) rewrites its line where the file has one and adds none where it has not.
   - Run C(make olddefconfig) afterwards, as for any .config edit.
 author:
