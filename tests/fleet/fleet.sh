@@ -89,7 +89,13 @@ start_host() {
 }
 
 write_inventory() {
-  local n=$1 i name groups image
+  local n=$1 i name groups image rhel_bootloader=grubby
+  for ((i = 1; i <= n; i++)); do
+    [ "$(host_image "$i")" = rhel-like ] || continue
+    # tests/images/build.sh notes in /etc/skm-grubby whether it found Fedora's grubby-bls for the image.
+    [ "$(podman exec "$(host_name "$i")" cat /etc/skm-grubby 2>/dev/null)" = yes ] || rhel_bootloader=kernel_install
+    break
+  done
   {
     echo "# skm.modsign local test fleet: made by tests/fleet/fleet.sh up $n; run Ansible with fleet.sh run."
     echo "[fleet]"
@@ -106,9 +112,22 @@ write_inventory() {
         host_name "$i"
       done
     done
+    # The boot configuration each kind of host can honestly have in a container (which boots nothing):
+    # update-grub cannot run here (grub-probe finds no device under overlay), so the Debian hosts' command
+    # line is kept in /etc/kernel/cmdline (kernel_install: what systemd's kernel-install reads; GRUB's own
+    # grub.cfg is not touched). rhel-like hosts use Fedora's grubby on their BLS entries when the image has it.
+    echo
+    echo "[debian12:vars]"
+    echo "skm_enforce_bootloader=kernel_install"
+    echo "[debian12_dkms:vars]"
+    echo "skm_enforce_bootloader=kernel_install"
+    echo "[rhel_like:vars]"
+    echo "skm_enforce_bootloader=$rhel_bootloader"
     echo
     echo "[efi_like:vars]"
     echo "skm_fleet_efivars_path=$efivars"
+    # podman's seccomp profile filters keyctl, so mokutil cannot read the kernel keyrings (the host's) here.
+    echo "skm_mok_ignore_keyring=true"
     echo
     echo "[fleet:vars]"
     echo "ansible_user=root"
