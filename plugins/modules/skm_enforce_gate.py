@@ -26,7 +26,7 @@ description:
   - With O(allow_untrusted=true) the gate reports the same findings, warns and lets the play go on.
 version_added: 0.1.0
 author:
-  - skm.modsign contributors
+  - skm.modsign contributors (@skm-modsign)
 attributes:
   check_mode:
     support: full

@@ -26,7 +26,7 @@ description:
     symlink is switched atomically to the newest; O(keep) old generations are kept.
   - The private key never appears in the result, the diff or the logs.
 author:
-  - skm.modsign contributors
+  - skm.modsign contributors (@skm-modsign)
 attributes:
   check_mode:
     support: full

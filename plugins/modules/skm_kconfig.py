@@ -30,7 +30,7 @@ description:
     O(allow_missing_namespace_imports)) rewrites its line where the file has one and adds none where it has not.
   - Run C(make olddefconfig) afterwards, as for any .config edit.
 author:
-  - skm.modsign contributors
+  - skm.modsign contributors (@skm-modsign)
 attributes:
   check_mode:
     support: full

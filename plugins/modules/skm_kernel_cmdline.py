@@ -30,7 +30,7 @@ description:
   - After the bootloader tool ran, the entries are read again; an entry still without the argument fails the task.
 version_added: 0.1.0
 author:
-  - skm.modsign contributors
+  - skm.modsign contributors (@skm-modsign)
 attributes:
   check_mode:
     support: full

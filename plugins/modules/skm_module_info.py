@@ -23,7 +23,7 @@ description:
   - Read-only; runs the same in check mode.
 version_added: 0.1.0
 author:
-  - skm.modsign contributors
+  - skm.modsign contributors (@skm-modsign)
 attributes:
   check_mode:
     support: full

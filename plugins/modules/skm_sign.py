@@ -32,7 +32,7 @@ description:
     in this mode."
 version_added: 0.1.0
 author:
-  - skm.modsign contributors
+  - skm.modsign contributors (@skm-modsign)
 extends_documentation_fragment: []
 attributes:
   check_mode:
