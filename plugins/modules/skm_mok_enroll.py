@@ -25,7 +25,7 @@ description:
   - A certificate already enrolled or already pending is left alone (C(changed=false)); a pending request
     keeps the password it was made with.
 version_added: "1.0.0"
-author: skm.modsign contributors
+author: skm.modsign contributors (@skm-modsign)
 options:
   certificate:
     description:
