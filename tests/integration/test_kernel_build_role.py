@@ -7,7 +7,8 @@ Judges we did not write: openssl (the key matches the certificate, DER is the ce
 prepare wrote) and the kernel's certs/ build (the certificate it embeds is skm_genkey's, byte for byte).
 
 Fast cases run in `make test`; the kernel builds (Debian's linux-source-6.1, `make certs/` for a tinyconfig and
-for Debian's own config, about 2-4 minutes) run with `make test-kernel-build` (SKM_SLOW=1).
+for Debian's own config, about 2-6 minutes) and the package's later life (key withdrawn, key refreshed) run with
+`make test-kernel-build` (SKM_SLOW=1).
 """
 
 from __future__ import annotations
@@ -221,17 +222,30 @@ def test_package_certificates_always_key_only_when_asked(scratch, debian_kernel)
     post_build = dkms_reads(dkms / "kernel-sign.conf", other, "POST_BUILD")[0]
     assert post_build == "../" * 6 + f"usr/lib/modules/{other}/build/certs-local/dkms/dkms-post-build {other} x86_64"
 
-    # Asked no longer: the key and the hook leave the package again.
-    assert package(build, destdir, kver)["changed"]
-    assert sorted(p.name for p in shipped.iterdir()) == ["signing_key.crt", "signing_key.der", "skm-key.json"]
-    assert not dkms.exists()
 
-    # A refreshed key replaces the packaged generation (the package carries one).
+@slow
+def test_package_key_withdrawn_and_refreshed(scratch, debian_kernel):
+    """Asked no longer, the key and the hook leave the package; a refreshed key replaces the packaged one."""
+    build = build_tree(scratch, debian_kernel.config, None)
+    ecdsa = ("skm_kernel_build_configs=conf/config.*", "skm_kernel_build_key_type=ecdsa", "skm_kernel_build_hash=sha384")
+    assert not playbook("kernel_prepare", build, *ecdsa)["failed"]
+    kver, destdir = "6.1.0-skm-test", build / "pkg"
+    certs_local = destdir / "usr" / "lib" / "modules" / kver / "build" / "certs-local"
+    generation = (build / "certs-local" / "current").resolve().name
+    package(build, destdir, kver, "skm_kernel_build_package_key=true")
+    assert (certs_local / generation / "signing_key.key").exists() and (certs_local / "dkms").is_dir()
+
+    assert package(build, destdir, kver)["changed"]
+    assert sorted(p.name for p in (certs_local / generation).iterdir()) == \
+        ["signing_key.crt", "signing_key.der", "skm-key.json"]
+    assert not (certs_local / "dkms").exists()
+
     assert not playbook("kernel_prepare", build, *ecdsa, "skm_kernel_build_refresh=always")["failed"]
     newer = (build / "certs-local" / "current").resolve().name
-    assert newer != generation.name
+    assert newer != generation
     package(build, destdir, kver)
     assert sorted(p.name for p in certs_local.iterdir()) == sorted(["current", newer])
+    assert os.readlink(certs_local / "current") == newer
 
 
 def dkms_reads(conf: pathlib.Path, kernelver: str, *names: str) -> list[str]:
