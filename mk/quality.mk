@@ -7,7 +7,8 @@
 #                      build/sanity-home), then about 2-3 min. Needs shellcheck (scripts/apt-packages.txt).
 #   make units         the same tree, `ansible-test units --local` on tests/unit.
 #   make lint          ansible-lint, production profile (.ansible-lint), on roles/, playbooks/ and the
-#                      molecule scenarios; about 1 min.
+#                      molecule scenarios, plus our rule skm-role-prefix (tests/sanity/lint_rules/, with its
+#                      own test first); about 1.5 min.
 #   make changelog-lint  antsibull-changelog lint on changelogs/fragments; seconds.
 #   make fuzz          atheris, FUZZ_SECONDS (default 60) per target in tests/fuzz/ (trailer parser,
 #                      PKCS#7 reader, compression detection/decompression, kconfig parser, sign_module_file
@@ -40,6 +41,7 @@ units: bootstrap
 	bash tests/sanity/run.sh --units
 
 lint: quality-deps
+	$(PY) -m pytest -q -p no:cacheprovider tests/sanity/test_skm_role_prefix.py
 	$(VENV)/bin/ansible-lint
 
 changelog-lint: quality-deps

@@ -95,7 +95,7 @@ if [ "$units" = 1 ]; then
   echo "units: ansible-test units (tests/unit, Python $py_version, --local)"
   # --local: the unit tests need our .venv's libraries (cryptography, zstandard, hypothesis, atheris)
   # and the Debian kernel fixtures from tests/conftest.py, which a fresh venv would not have.
-  exec env HOME="$sanity_home" ansible-test units --local --python "$py_version" --color no "$@"
+  exec ansible-test units --local --python "$py_version" --color no "$@"
 fi
 echo "sanity: ansible-test sanity in $dest (controller Python $py_version, --venv)"
 exec env HOME="$sanity_home" ansible-test sanity --venv --color no "$@"
