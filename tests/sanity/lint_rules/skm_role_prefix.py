@@ -48,7 +48,7 @@ class SkmRolePrefixRule(AnsibleLintRule):
             # other tasks (a template's inputs, say) are local to the task and free.
             included = str(task["action"].get("name", ""))
             if "." not in included or included.startswith("skm.modsign."):
-                target = included.split(".")[-1].split("/")[-1]
+                target = included.rsplit(".", maxsplit=1)[-1].rsplit("/", maxsplit=1)[-1]
                 errors += [self._error(key, target, "vars:", file, task.line)
                            for key in task.get("vars", None) or {} if self._bad(key, target)]
         names = []
