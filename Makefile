@@ -1,5 +1,6 @@
 # skm.modsign — the two README commands and the slower suites.
-#   make demo   set everything up and run the main job on a local, embedded default
+#   make demo   set everything up and run the main job on a local test fleet (podman containers)
+#   make demo-local  the same job on one machine: sign Debian's module tree in a scratch directory
 #   make test   every test that fits the default run (well under 20 minutes)
 # Slow suites: make e2e (real kernel under qemu), make molecule, make bench.
 
@@ -9,12 +10,15 @@ PY    := $(VENV)/bin/python
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: bootstrap demo test test-unit test-integration sanity e2e bench build clean
+.PHONY: bootstrap demo demo-local test test-unit test-integration sanity e2e bench build clean
 
 bootstrap:
 	bash scripts/bootstrap.sh
 
 demo: bootstrap
+	bash scripts/demo_fleet.sh
+
+demo-local: bootstrap
 	bash scripts/demo.sh
 
 test: bootstrap
