@@ -51,7 +51,7 @@ def only_installed(installed: pathlib.Path) -> dict:
 
 
 def test_tarball_holds_the_collection_and_nothing_private(release):
-    tarball, _ = release
+    tarball = release[0]
     with tarfile.open(tarball) as tar:
         names = tar.getnames()
         manifest = json.load(tar.extractfile("MANIFEST.json"))
@@ -68,7 +68,7 @@ def test_tarball_holds_the_collection_and_nothing_private(release):
 
 
 def test_ansible_doc_lists_and_finds_every_module_in_the_installed_copy(release):
-    _, installed = release
+    installed = release[1]
     env = ansible_env(only_installed(installed))
     listed = json.loads(subprocess.run([bin_path("ansible-doc"), "-l", "skm.modsign", "--json"], check=True,
                                        capture_output=True, text=True, env=env).stdout)
@@ -82,7 +82,7 @@ def test_ansible_doc_lists_and_finds_every_module_in_the_installed_copy(release)
 
 
 def test_fqcn_playbook_runs_from_the_installed_copy(release, debian_kernel, debian_sample, tmp_path):
-    _, installed = release
+    installed = release[1]
     module = tmp_path / "scratch" / pathlib.Path(str(debian_sample[0])).name
     module.parent.mkdir()
     module.write_bytes(strip_signature((debian_kernel.modules_dir / debian_sample[0]).read_bytes()))

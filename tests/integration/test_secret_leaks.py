@@ -174,8 +174,10 @@ def scratch_modules(debian_kernel, debian_sample, tmp_path):
     return directory
 
 
-PASS, WRONG, CONTENT, MOKPW = ("{{ leak_passphrase }}", "{{ leak_wrong }}", "{{ leak_key_content }}",
-                              "{{ leak_mok_password }}")
+PASS = "{{ leak_passphrase }}"
+WRONG = "{{ leak_wrong }}"
+CONTENT = "{{ leak_key_content }}"
+MOKPW = "{{ leak_mok_password }}"
 
 
 def variables_for(keyset: dict, **extra: str) -> dict:

@@ -28,8 +28,8 @@ from tests.fuzz import properties
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FUZZ_DIR = REPO / "tests" / "fuzz"
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                           HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def samples(keys):
 def mutate(data: bytes, draw) -> bytes:
     """Flip, cut, insert or splice a few bytes of a valid input."""
     out = bytearray(data)
-    for _ in range(draw(st.integers(1, 4))):
+    for _step in range(draw(st.integers(1, 4))):
         action = draw(st.sampled_from(["flip", "cut", "insert", "truncate", "splice"]))
         pos = draw(st.integers(0, max(0, len(out) - 1)))
         if action == "flip" and out:
