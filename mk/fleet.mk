@@ -8,7 +8,7 @@
 #                      converge, idempotence, verify, destroy), one after the other, podman driver, local
 #                      images, systemd as PID 1, no network: smoke and one per role - signing_key, dkms, mok,
 #                      enforce, report, kernel_build. MOLECULE_SCENARIOS="mok enforce" runs a subset.
-#                      Time here (2 cores, busy machine): see tests/fleet/README.md (about 15 min in all).
+#                      Time here (2 cores, load 10-30): 4-8 min per scenario, about 30-35 min for all seven.
 #   make demo-fleet    scripts/demo_fleet.sh: images, a fleet of 6 hosts, playbooks/site.yml twice (the second
 #                      shows changed=0), the fleet report, fleet down (what `make demo` runs)
 #   make fleet-up      start FLEET_SIZE (default 5) hosts with tests/fleet/fleet.sh, each in its own network
@@ -17,6 +17,7 @@
 #   make bench-fleet   bench/bench_fleet.py --site: the baseline playbook over 10 and 30 hosts (wall time,
 #                      controller peak memory): defaults, forks, pipelining, strategy free, mitogen; then
 #                      site.yml first and second run (pipelining, and mitogen), as ratios to the baseline
+#                      (60-90 min here; results in build/bench_fleet.json, numbers in tests/fleet/README.md)
 #
 # podman reads tests/images/containers.conf (runc, cgroupfs, file events, lower ulimits) through
 # CONTAINERS_CONF; nothing under /etc is changed. requirements-molecule.txt goes into .venv on top of
