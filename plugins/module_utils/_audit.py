@@ -51,7 +51,8 @@ def default_boot_kernel(boot_dir="/boot", modules_root="/lib/modules"):
     """
     grubby = shutil.which("grubby")
     if grubby:
-        proc = subprocess.run([grubby, "--default-kernel"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.run([grubby, "--default-kernel"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              check=False)
         image = proc.stdout.decode("utf-8", "replace").strip()
         if proc.returncode == 0 and os.path.basename(image).startswith("vmlinuz-"):
             return os.path.basename(image)[len("vmlinuz-"):], "grubby --default-kernel"

@@ -44,6 +44,10 @@ HASH_OPTIONS = {
     "sha3-256": "CONFIG_CRYPTO_SHA3", "sha3-384": "CONFIG_CRYPTO_SHA3", "sha3-512": "CONFIG_CRYPTO_SHA3",
 }
 
+LabelledCertificate = Tuple[str, TrustedCertificate]
+Certificates = Sequence[TrustedCertificate]
+Names = Sequence[str]
+
 
 # ------------------------------------------------------- which kernel boots --
 
@@ -262,7 +266,7 @@ class GateResult(NamedTuple):
 
 def check(root="/", kernel=None, ours=(), secondary=(), mok=(), trust_mok=False, key_types=(), hashes=(),
           modules_dir=None, workers=0):
-    # type: (str, Optional[str], Sequence[Tuple[str, TrustedCertificate]], Sequence[TrustedCertificate], Sequence[TrustedCertificate], bool, Sequence[str], Sequence[str], Optional[str], int) -> GateResult
+    # type: (str, Optional[str], Sequence[LabelledCertificate], Certificates, Certificates, bool, Names, Names, Optional[str], int) -> GateResult
     """The gate for the tree at ``root``: which kernel boots next, and would it load every module.
 
     ``ours``: (label, certificate) that must be trusted; ``key_types``/``hashes``: what we sign with.

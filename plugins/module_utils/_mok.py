@@ -323,8 +323,8 @@ class Mokutil:
         data = (password + "\n" + password + "\n").encode("utf-8")
         rc, out, err = self._run(["--trust-mok" if trust else "--untrust-mok"], data)
         if rc != 0 or "Failed" in err or "Abort" in err:
-            raise ModSignError("mokutil --%s failed: %s" % ("trust-mok" if trust else "untrust-mok",
-                                                           _first_line(err or out)))
+            action = "trust-mok" if trust else "untrust-mok"
+            raise ModSignError("mokutil --%s failed: %s" % (action, _first_line(err or out)))
 
 
 def check_password(password, low=1, high=PASSWORD_MAX, purpose="password"):

@@ -344,5 +344,5 @@ def signing_key_from_bytes(key_data, cert_data, passphrase=None, hash_name="sha5
     """A SigningKey from PEM/DER bytes (a vaulted variable) rather than files; the certificate may sit in the key PEM."""
     private_key = keys.load_private_key(key_data, passphrase, key_name)
     cert = keys.load_certificate(key_data if cert_data is None else cert_data,
-                                         key_name if cert_data is None else cert_name)
+                                 key_name if cert_data is None else cert_name)
     return signing.SigningKey(private_key, cert, hash_name, use_skid, cert_name or key_name)
