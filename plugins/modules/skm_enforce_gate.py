@@ -27,14 +27,18 @@ description:
 version_added: 0.1.0
 author:
   - skm.modsign contributors (@skm-modsign)
+extends_documentation_fragment:
+  - skm.modsign.attributes
+  - skm.modsign.signing_hash
 attributes:
   check_mode:
     support: full
-    description: Read-only; runs the same in check mode.
+    details: Read-only; runs the same in check mode.
   diff_mode:
     support: none
   idempotent:
     support: full
+    details: Read-only; never reports a change.
 options:
   root_dir:
     description: The root of the system to check (C(/boot), C(/lib/modules) are read under it).
@@ -73,8 +77,6 @@ options:
     default: false
   hash:
     description: The hash we sign with; the kernel must have it built in. Default - the hashes of our signatures found.
-    type: str
-    choices: [sha256, sha384, sha512, sha3-256, sha3-384, sha3-512]
   allow_untrusted:
     description:
       - Override - report the findings as a warning and do not fail. Enforcing then may leave the host without
@@ -132,7 +134,7 @@ offenders:
   contains:
     path: {description: The module file, type: str}
     state: {description: "unsigned, unknown_key, bad_signature or unparseable", type: str}
-    reason: {description: Why, with the signer when there is one, type: str}
+    reason: {description: "Why, with the signer when there is one", type: str}
 problems:
   description: Why that kernel cannot verify our signatures (config, keyrings).
   returned: success

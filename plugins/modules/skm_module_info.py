@@ -24,14 +24,17 @@ description:
 version_added: 0.1.0
 author:
   - skm.modsign contributors (@skm-modsign)
+extends_documentation_fragment:
+  - skm.modsign.attributes
 attributes:
   check_mode:
     support: full
-    description: Read-only; check mode changes nothing.
+    details: Read-only; check mode changes nothing.
   diff_mode:
     support: none
   idempotent:
     support: full
+    details: Read-only; never reports a change.
 options:
   kernel:
     description:

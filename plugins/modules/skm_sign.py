@@ -33,20 +33,23 @@ description:
 version_added: 0.1.0
 author:
   - skm.modsign contributors (@skm-modsign)
-extends_documentation_fragment: []
+extends_documentation_fragment:
+  - skm.modsign.attributes
+  - skm.modsign.attributes.action
+  - skm.modsign.signing_hash
 attributes:
   check_mode:
     support: full
-    description: Reports what would be signed; computes no signature and writes nothing.
+    details: Reports what would be signed; computes no signature and writes nothing.
   diff_mode:
     support: full
-    description: A readable list of the modules whose signature would change, before and after.
+    details: A readable list of the modules whose signature would change, before and after.
   idempotent:
     support: full
-    description: Decided by verifying each existing signature; a second run reports C(changed=false).
+    details: Decided by verifying each existing signature; a second run reports C(changed=false).
   action:
     support: full
-    description: The action plugin of the same name runs controller mode; in host mode it passes the task through.
+    details: The action plugin runs controller mode; in host mode it passes the task through.
 options:
   path:
     description:
@@ -98,8 +101,6 @@ options:
     description:
       - Digest algorithm of the signature, as C(CONFIG_MODULE_SIG_HASH) names it. The SHA-3 ones need kernel 6.7+.
       - An ECDSA key needs a hash at least as long as the key (P-384 - V(sha384) or V(sha512)).
-    type: str
-    choices: [sha256, sha384, sha512, sha3-256, sha3-384, sha3-512]
     default: sha512
   signer_id:
     description:
