@@ -27,7 +27,7 @@ from ansible_collections.skm.modsign.plugins.module_utils import _signing as sig
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import format_serial, name_to_text
-from ansible_collections.skm.modsign.plugins.module_utils._sign_batch import run_batches
+from ansible_collections.skm.modsign.plugins.module_utils._verdicts import CacheUse, judge_paths
 
 STATES = (signing.TRUSTED, signing.UNSIGNED, signing.UNKNOWN_KEY, signing.BAD_SIGNATURE, signing.UNPARSEABLE)
 _OID_CN = "2.5.4.3"
@@ -141,14 +141,9 @@ def common_name(name_der):
     return None
 
 
-def audit_module(path, trusted):
-    # type: (str, Sequence[signing.TrustedCertificate]) -> Dict[str, Any]
+def describe_module(path, verdict):
+    # type: (str, signing.Verdict) -> Dict[str, Any]
     """One module's state, with the signer as modinfo shows it (signer, sig_key, sig_hashalgo)."""
-    try:
-        module = signing.read_module(path)
-    except ModSignError as exc:
-        return {"path": path, "state": signing.UNPARSEABLE, "reason": exc.cause}
-    verdict = signing.judge(module.payload, module.signature.pkcs7, trusted, path)
     entry = {"path": path, "state": verdict.state}  # type: Dict[str, Any]
     if verdict.signer is not None:
         signer = verdict.signer
@@ -162,9 +157,11 @@ def audit_module(path, trusted):
     return entry
 
 
-def audit(paths, trusted, workers=0):
-    # type: (Sequence[str], Sequence[signing.TrustedCertificate], int) -> List[Dict[str, Any]]
-    return run_batches(lambda path: audit_module(path, trusted), paths, workers)
+def audit(paths, trusted, workers=0, cache_dir=None, write_cache=True):
+    # type: (Sequence[str], Sequence[signing.TrustedCertificate], int, Optional[str], bool) -> Tuple[List[Dict[str, Any]], CacheUse]
+    """Every module's entry (see describe_module), and how much the verdict cache (if any) answered."""
+    judged, cache_use = judge_paths(paths, trusted, workers, cache_dir, write_cache)
+    return [describe_module(path, verdict) for path, verdict in judged], cache_use
 
 
 def summary(entries):

@@ -30,11 +30,11 @@ from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as cmd
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes, read_text_if_exists
 from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
-from ansible_collections.skm.modsign.plugins.module_utils._parallel import map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import CertificateId, name_to_text
 from ansible_collections.skm.modsign.plugins.module_utils._signing import (
-    TRUSTED, TrustedCertificate, Verdict, describe_verdict, find_modules, verify_module,
+    TRUSTED, TrustedCertificate, Verdict, describe_verdict, find_modules,
 )
+from ansible_collections.skm.modsign.plugins.module_utils._verdicts import CacheUse, judge_paths
 
 # The crypto a kernel needs built in (=y) to check a module signature.
 KEY_TYPE_OPTIONS = {"rsa": "CONFIG_CRYPTO_RSA", "ecdsa": "CONFIG_CRYPTO_ECDSA"}
@@ -47,6 +47,7 @@ HASH_OPTIONS = {
 LabelledCertificate = Tuple[str, TrustedCertificate]
 Certificates = Sequence[TrustedCertificate]
 Names = Sequence[str]
+Dir = Optional[str]
 
 
 # ------------------------------------------------------- which kernel boots --
@@ -218,13 +219,6 @@ class Offender(NamedTuple):
     reason: str
 
 
-def judge_modules(paths, trusted, workers=0):
-    # type: (Sequence[str], Sequence[TrustedCertificate], int) -> List[Tuple[str, Verdict]]
-    """Each module's verdict against ``trusted``, in parallel, in the order of ``paths``."""
-    verdicts = map_files(lambda path: verify_module(path, trusted), list(paths), workers)
-    return list(zip(paths, verdicts))
-
-
 def offenders(judged):
     # type: (Sequence[Tuple[str, Verdict]]) -> List[Offender]
     out = []
@@ -243,6 +237,7 @@ class GateResult(NamedTuple):
     notes: List[str]
     builtin: List[str]             # descriptions of the built-in certificates
     hashes: List[str]              # hashes the kernel's modules are signed with
+    cache: CacheUse                # how many verdicts came from the per-host cache
 
     @property
     def passed(self):
@@ -265,8 +260,8 @@ class GateResult(NamedTuple):
 
 
 def check(root="/", kernel=None, ours=(), secondary=(), mok=(), trust_mok=False, key_types=(), hashes=(),
-          modules_dir=None, workers=0):
-    # type: (str, Optional[str], Sequence[LabelledCertificate], Certificates, Certificates, bool, Names, Names, Optional[str], int) -> GateResult
+          modules_dir=None, workers=0, cache_dir=None, write_cache=True):
+    # type: (str, Optional[str], Sequence[LabelledCertificate], Certificates, Certificates, bool, Names, Names, Dir, int, Dir, bool) -> GateResult
     """The gate for the tree at ``root``: which kernel boots next, and would it load every module.
 
     ``ours``: (label, certificate) that must be trusted; ``key_types``/``hashes``: what we sign with.
@@ -291,7 +286,7 @@ def check(root="/", kernel=None, ours=(), secondary=(), mok=(), trust_mok=False,
     directory = modules_dir or cmdline.under(root, "/lib/modules/%s" % kernel)
     if not os.path.isdir(directory):
         raise ModSignError("missing: no modules directory for kernel %s" % kernel, directory)
-    judged = judge_modules(find_modules([directory]), rings.trusted, workers)
+    judged, cache_use = judge_paths(find_modules([directory]), rings.trusted, workers, cache_dir, write_cache)
     signed_hashes = sorted(set(v.hash_name for _p, v in judged if v.state == TRUSTED and v.hash_name))
     ours_ids = set(cert.id.der for _label, cert in ours)
     our_hashes = set(v.hash_name for _p, v in judged
@@ -299,7 +294,7 @@ def check(root="/", kernel=None, ours=(), secondary=(), mok=(), trust_mok=False,
     our_types = set(key_types) | set(_key_type(cert) for _label, cert in ours)
     problems = config_problems(kconfig, sorted(our_types), sorted(set(hashes) | our_hashes)) + problems
     return GateResult(kernel, source, len(judged), offenders(judged), problems, rings.notes,
-                      [describe_certificate(c.id) for c in rings.builtin], signed_hashes)
+                      [describe_certificate(c.id) for c in rings.builtin], signed_hashes, cache_use)
 
 
 def _key_type(cert):

@@ -89,6 +89,9 @@ class TrustedCertificate(NamedTuple):
         return cls.from_bytes(read_bytes(path), path)
 
 
+BAD_SIGNATURE_REASON = "signature does not verify with the certificate it names"
+
+
 class Verdict(NamedTuple):
     state: str                              # UNSIGNED, TRUSTED, UNKNOWN_KEY, BAD_SIGNATURE, UNPARSEABLE
     signer: Optional[SignerId] = None
@@ -115,8 +118,7 @@ def judge(payload, pkcs7, trusted, path=None):
             ok = keys.verify_digest(cert.public_key, info.signature, digest(payload, info.hash_name), info.hash_name)
             if ok:
                 return Verdict(TRUSTED, info.signer, info.hash_name, cert.id)
-            return Verdict(BAD_SIGNATURE, info.signer, info.hash_name, cert.id,
-                           reason="signature does not verify with the certificate it names")
+            return Verdict(BAD_SIGNATURE, info.signer, info.hash_name, cert.id, reason=BAD_SIGNATURE_REASON)
     return Verdict(UNKNOWN_KEY, info.signer, info.hash_name)
 
 

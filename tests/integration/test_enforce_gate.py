@@ -96,3 +96,61 @@ def test_no_config_for_the_kernel_is_a_clear_failure(host_tree, debian_kernel):
     result = run_module("skm_enforce_gate", {"root_dir": str(host_tree)})
     assert result.get("failed") is True
     assert f"config-{debian_kernel.version}" in result["msg"] and "missing" in result["msg"]
+
+
+def test_verdict_cache_answers_a_second_run_and_never_hides_a_changed_module(host_tree, debian_kernel, tmp_path):
+    """The second gate reads no module; a module replaced, or changed in place with its mtime put back, is read
+    again and refused. The audit then answers the same tree from the gate's cache (one file for both)."""
+    cache = tmp_path / "cache"
+    args = {"root_dir": str(host_tree), "verdict_cache": str(cache)}
+    total = len(debian_kernel.modules())
+    first = run_module("skm_enforce_gate", args)
+    assert first["passed"] is True and first["verdict_cache"]["misses"] == total, first.get("msg")
+    assert (cache / "verdicts.json").stat().st_mode & 0o777 == 0o600
+
+    second = run_module("skm_enforce_gate", args)
+    assert second["passed"] is True and second["verdict_cache"] == dict(first["verdict_cache"], hits=total, misses=0)
+
+    # A real copy of one module (a new inode): read again, still trusted, cached under the new identity.
+    path = host_tree / "lib" / "modules" / debian_kernel.version / MODULE
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data)
+    third = run_module("skm_enforce_gate", args)
+    assert third["passed"] is True and third["verdict_cache"]["misses"] == 1
+
+    # Changed in place, same size, mtime put back: ctime gives it away.
+    before = path.stat()
+    tampered = bytearray(data)
+    tampered[len(data) // 3] ^= 0x01
+    with open(path, "r+b") as handle:
+        handle.write(bytes(tampered))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+    refused = run_module("skm_enforce_gate", args)
+    assert refused.get("failed") is True and refused["verdict_cache"]["misses"] == 1
+    assert [(o["path"], o["state"]) for o in refused["offenders"]] == [(str(path), "bad_signature")]
+    assert subprocess.run(["openssl", "version"], capture_output=True).returncode == 0
+
+    # The audit of the same kernel against the same built-in certificate: every verdict from the gate's cache.
+    audit = run_module("skm_module_info", {
+        "kernel": [debian_kernel.version], "modules_root": str(host_tree / "lib" / "modules"),
+        "boot_dir": str(host_tree / "boot"), "report": "untrusted", "verdict_cache": str(cache)})
+    assert audit["verdict_cache"]["hits"] == total and audit["verdict_cache"]["misses"] == 0, (audit["verdict_cache"], audit["summary"])
+    assert [(m["path"], m["state"]) for m in audit["modules"]] == [(str(path), "bad_signature")]
+
+
+def test_verdict_cache_of_another_owner_or_writable_by_others_is_not_trusted(host_tree, debian_kernel, tmp_path):
+    cache = tmp_path / "cache"
+    args = {"root_dir": str(host_tree), "verdict_cache": str(cache)}
+    assert run_module("skm_enforce_gate", args)["passed"] is True
+    (cache / "verdicts.json").chmod(0o666)
+    again = run_module("skm_enforce_gate", args)
+    assert again["verdict_cache"]["hits"] == 0 and "writable by others" in again["verdict_cache"]["note"]
+    assert (cache / "verdicts.json").stat().st_mode & 0o777 == 0o600     # replaced by a private one
+
+
+def test_verdict_cache_is_not_written_in_check_mode(host_tree, tmp_path):
+    cache = tmp_path / "cache"
+    result = run_module("skm_enforce_gate", {"root_dir": str(host_tree), "verdict_cache": str(cache)}, check=True)
+    assert result["passed"] is True and not cache.exists()

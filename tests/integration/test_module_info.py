@@ -145,3 +145,27 @@ def test_default_kernels_from_the_boot_link(kernel_root):
     assert [k["version"] for k in boot] == [kernel_root["version"]]
     assert result["default_boot_kernel_source"].endswith("vmlinuz") and result["modules"] == []
     assert boot[0]["summary"]["total"] == 18
+
+
+def test_verdict_cache_gives_the_same_answers_for_every_certificate_set(kernel_root, tmp_path):
+    """Cached runs agree with the uncached oracle-checked states above, for the built-in certificate and then for
+    the forger's certificate that names the same issuer and serial: what the cache learnt of Debian's certificate
+    (by fingerprint) must not answer for the forger's, so Debian's modules are verified again and come out bad."""
+    cache = str(tmp_path / "cache")
+    args = {"kernel": [kernel_root["version"]], "modules_root": str(kernel_root["modules_root"]),
+            "boot_dir": str(kernel_root["boot"]), "verdict_cache": cache}
+    first = run_module("skm_module_info", args)
+    second = run_module("skm_module_info", args)
+    for result in (first, second):
+        assert {p: m["state"] for p, m in by_path(result).items()} == kernel_root["expected"]
+    unparseable = sum(1 for state in kernel_root["expected"].values() if state == "unparseable")
+    assert first["verdict_cache"]["misses"] == 18
+    assert (second["verdict_cache"]["hits"], second["verdict_cache"]["misses"]) == (18 - unparseable, unparseable)
+    assert by_path(first) == by_path(second)
+
+    forged = run_module("skm_module_info", {
+        "path": [str(kernel_root["modules_root"])], "report": "all", "verdict_cache": cache,
+        "trusted_certs": [str(kernel_root["key"].cert), str(kernel_root["forged_cert"])]})
+    expected = {0: "bad_signature", 1: "unsigned", 2: "trusted", 3: "bad_signature", 4: "trusted", 5: "unparseable"}
+    assert {p: m["state"] for p, m in by_path(forged).items()} == \
+        {p: expected[k] for p, k in kernel_root["kinds"].items()}

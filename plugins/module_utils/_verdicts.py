@@ -1,0 +1,189 @@
+# -*- coding: utf-8 -*-
+# Copyright: skm.modsign contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Every module's verdict against a set of certificates, with an optional per-host cache.
+
+Private to skm.modsign; used by the audit (skm_module_info) and the safety gate
+(skm_enforce_gate). No Ansible imports.
+
+Checking a kernel's ~4000 modules reads, hashes and verifies ~400 MB. A host that
+nothing changed on since the last run should not pay that again, so what was learnt
+of a module is kept in a cache file and reused while the module file is provably the
+same file with the same content: same device, inode, size, mtime and ctime (in ns).
+Any write to a file changes its ctime, which no user-space call can set back, and a
+file replaced by rename has a new inode: a changed module is always read again. The
+stat is taken before the file is read, so a file changed during the read misses next
+time.
+
+What is kept does not depend on the certificates asked about: whether the module is
+signed, its signer (issuer+serial or SKID) and hash, and for each certificate that was
+tried, by SHA-256 fingerprint, whether the signature verified with it. A verdict is
+answered from the cache only when that is enough: unsigned, or no certificate of the
+set names the signer (unknown key), or the certificate that names it was tried before.
+Otherwise the module is read and verified again. So the gate (kernel keyrings) and the
+audit (our certificates) share one file and one pass over the modules.
+
+The file is used only when it belongs to the user running and nobody else can write
+it; otherwise it is ignored and replaced. Unparseable modules are never cached (a read
+error may pass).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._parallel import map_files
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import SignerId
+from ansible_collections.skm.modsign.plugins.module_utils._signing import (
+    BAD_SIGNATURE, BAD_SIGNATURE_REASON, TRUSTED, UNKNOWN_KEY, UNPARSEABLE, UNSIGNED, TrustedCertificate, Verdict,
+    verify_module,
+)
+
+FORMAT = 2
+CACHE_FILE = "verdicts.json"
+
+Judged = List[Tuple[str, Verdict]]
+
+
+class CacheUse(NamedTuple):
+    path: Optional[str]     # the cache file, None when no cache was asked for
+    hits: int
+    misses: int
+    note: Optional[str]     # why an existing cache file was not used or not written
+
+
+def _identity(st):
+    # type: (os.stat_result) -> Tuple[str, List[int]]
+    """The cache's key for a file (device and inode: symlinks and hard links share it) and its version."""
+    return "%d:%d" % (st.st_dev, st.st_ino), [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+# An entry, by identity: [version, a path it was seen at, what was learnt]; what was learnt: [state, hash, reason, issuer hex, serial, skid hex, {certificate fingerprint: verified}].
+# state is UNSIGNED or BAD_SIGNATURE when that holds whatever the certificates (no signature; signed
+# attributes), else "signed".
+_SIGNED = "signed"
+
+
+def _learnt(verdict, old_results):
+    # type: (Verdict, Dict[str, bool]) -> List[Any]
+    signer = verdict.signer
+    results = dict(old_results)
+    state = _SIGNED
+    if verdict.state == UNSIGNED or (verdict.state == BAD_SIGNATURE and verdict.certificate is None):
+        state = verdict.state
+    elif verdict.certificate is not None:
+        results[verdict.certificate.fingerprint] = verdict.state == TRUSTED
+    return [state, verdict.hash_name, verdict.reason if state != _SIGNED else None,
+            None if signer is None or signer.issuer is None else signer.issuer.hex(),
+            None if signer is None else signer.serial,
+            None if signer is None or signer.skid is None else signer.skid.hex(),
+            results]
+
+
+def _answer(entry, trusted):
+    # type: (List[Any], Sequence[TrustedCertificate]) -> Optional[Verdict]
+    """The verdict against ``trusted`` from what the cache knows, or None when it must be verified."""
+    state, hash_name, reason, issuer, serial, skid, results = entry
+    if state == UNSIGNED:
+        return Verdict(UNSIGNED)
+    signer = SignerId(bytes.fromhex(issuer) if issuer is not None else None, serial,
+                      bytes.fromhex(skid) if skid is not None else None)
+    if state == BAD_SIGNATURE:
+        return Verdict(BAD_SIGNATURE, signer, hash_name, reason=reason)
+    for cert in trusted:        # the first certificate that names the signer decides, as in judge()
+        if cert.id.matches(signer):
+            verified = results.get(cert.id.fingerprint)
+            if verified is None:
+                return None
+            if verified:
+                return Verdict(TRUSTED, signer, hash_name, cert.id)
+            return Verdict(BAD_SIGNATURE, signer, hash_name, cert.id, BAD_SIGNATURE_REASON)
+    return Verdict(UNKNOWN_KEY, signer, hash_name)
+
+
+def _load(cache_path):
+    # type: (str) -> Tuple[Dict[str, Any], Optional[str]]
+    """The cache file's entries, or none and why they were not used (missing is no reason)."""
+    try:
+        fd = os.open(cache_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return {}, None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return {}, "%s ignored: owned by another user or writable by others" % cache_path
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
+            data = json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        return {}, "%s ignored: %s" % (cache_path, exc)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
+        return {}, "%s ignored: not a verdict cache of format %d" % (cache_path, FORMAT)
+    return data["entries"], None
+
+
+def _save(cache_dir, cache_path, entries):
+    # type: (str, str, Dict[str, Any]) -> None
+    if not os.path.isdir(cache_dir):
+        os.makedirs(cache_dir, 0o700)
+    data = json.dumps({"format": FORMAT, "entries": entries}, separators=(",", ":"), sort_keys=True)
+    atomic_write(cache_path, data.encode("utf-8"), mode=0o600)
+
+
+def _forget_gone(entries):
+    # type: (Dict[str, Any]) -> None
+    """Drop entries whose file is gone from where it was last seen (an old kernel removed)."""
+    for identity, entry in list(entries.items()):
+        try:
+            if _identity(os.stat(entry[1]))[0] == identity:
+                continue
+        except OSError:
+            pass
+        del entries[identity]
+
+
+def judge_paths(paths, trusted, workers=0, cache_dir=None, write_cache=True):
+    # type: (Sequence[str], Sequence[TrustedCertificate], int, Optional[str], bool) -> Tuple[Judged, CacheUse]
+    """Each module's verdict against ``trusted``, in the order of ``paths`` (misses on every core)."""
+    if not cache_dir:
+        verdicts = map_files(lambda path: verify_module(path, trusted), list(paths), workers)
+        return list(zip(paths, verdicts)), CacheUse(None, 0, len(paths), None)
+    cache_path = os.path.join(cache_dir, CACHE_FILE)
+    entries, note = _load(cache_path)
+    found = {}      # type: Dict[str, Verdict]
+    seen = {}       # type: Dict[str, Tuple[str, List[int]]]
+    for path in paths:
+        try:
+            seen[path] = _identity(os.stat(path))
+        except OSError:
+            continue      # verify_module says why
+        identity, version = seen[path]
+        cached = entries.get(identity)
+        if cached is not None and cached[0] == version:
+            verdict = _answer(cached[2], trusted)
+            if verdict is not None:
+                found[path] = verdict
+    misses = [path for path in paths if path not in found]
+    found.update(zip(misses, map_files(lambda path: verify_module(path, trusted), misses, workers)))
+    if write_cache and misses:
+        _forget_gone(entries)
+        for path in misses:
+            if path in seen and found[path].state != UNPARSEABLE:
+                identity, version = seen[path]
+                cached = entries.get(identity)
+                old_results = cached[2][-1] if cached is not None and cached[0] == version else {}
+                entries[identity] = [version, path, _learnt(found[path], old_results)]
+        try:
+            _save(cache_dir, cache_path, entries)
+        except (ModSignError, OSError) as exc:     # a cache that cannot be kept costs time, not correctness
+            note = "%s not written: %s" % (cache_path, getattr(exc, "cause", None) or exc)
+    return [(path, found[path]) for path in paths], CacheUse(cache_path, len(paths) - len(misses), len(misses), note)
