@@ -87,6 +87,17 @@ options:
     description: Processes verifying modules. V(0) - one per core.
     type: int
     default: 0
+  verdict_cache:
+    description:
+      - A directory for a per-host cache of what was learnt of each module (signed or not, the signer, the hash,
+        and which certificates its signature verified with), so that a later run reads and verifies only the
+        modules that changed. A module counts as unchanged while its device, inode, size, mtime and ctime (ns)
+        are the same; any write changes the ctime and a replaced file has a new inode.
+      - One file, C(verdicts.json), mode 0600, shared by M(skm.modsign.skm_module_info) and
+        M(skm.modsign.skm_enforce_gate). It is ignored (and replaced) when another user owns it or others may
+        write it. It is written only outside check mode.
+      - Unset - every module is read and verified.
+    type: path
 notes:
   - Requires C(cryptography) >= 3.3 on the host.
 seealso:
@@ -150,6 +161,15 @@ builtin_certificates:
   returned: success
   type: list
   elements: str
+verdict_cache:
+  description: The cache file used (O(verdict_cache)), how many verdicts it answered and how many modules were read.
+  returned: when O(verdict_cache) is set
+  type: dict
+  contains:
+    path: {description: The cache file, type: str}
+    hits: {description: Modules answered from the cache, type: int}
+    misses: {description: Modules read and verified, type: int}
+    note: {description: Why the cache file was not used or not written (null when it was), type: str}
 module_hashes:
   description: Hashes of the trusted module signatures found.
   returned: success
@@ -175,6 +195,7 @@ def main():
         hash=dict(type="str", choices=["sha256", "sha384", "sha512", "sha3-256", "sha3-384", "sha3-512"]),
         allow_untrusted=dict(type="bool", default=False),
         workers=dict(type="int", default=0),
+        verdict_cache=dict(type="path"),
     ))
     require_cryptography(module)
     p = module.params
@@ -186,7 +207,8 @@ def main():
             secondary=[TrustedCertificate.from_file(path) for path in p["secondary_certificates"]],
             mok=[TrustedCertificate.from_file(path) for path in p["mok_certificates"]],
             trust_mok=p["trust_mok"], hashes=[p["hash"]] if p["hash"] else [],
-            modules_dir=p["modules_dir"], workers=p["workers"])
+            modules_dir=p["modules_dir"], workers=p["workers"],
+            cache_dir=p["verdict_cache"], write_cache=not module.check_mode)
     except ModSignError as exc:
         fail(module, exc, **result)
     result.update(
@@ -194,6 +216,8 @@ def main():
         modules_total=outcome.modules_total, problems=outcome.problems, notes=outcome.notes,
         offenders=[o._asdict() for o in outcome.offenders], builtin_certificates=outcome.builtin,
         module_hashes=outcome.hashes, msg=outcome.message())
+    if outcome.cache.path is not None:
+        result["verdict_cache"] = outcome.cache._asdict()
     if not outcome.passed:
         if not p["allow_untrusted"]:
             module.fail_json(**result)

@@ -77,9 +77,20 @@ options:
     choices: [all, untrusted, none]
     default: all
   workers:
-    description: Processes to use; V(0) - twice the number of cores.
+    description: Processes verifying modules; V(0) - one per core.
     type: int
     default: 0
+  verdict_cache:
+    description:
+      - A directory for a per-host cache of what was learnt of each module (signed or not, the signer, the hash,
+        and which certificates its signature verified with), so that a later run reads and verifies only the
+        modules that changed. A module counts as unchanged while its device, inode, size, mtime and ctime (ns)
+        are the same; any write changes the ctime and a replaced file has a new inode.
+      - One file, C(verdicts.json), mode 0600, shared by M(skm.modsign.skm_module_info) and
+        M(skm.modsign.skm_enforce_gate). It is ignored (and replaced) when another user owns it or others may
+        write it. It is written only outside check mode.
+      - Unset - every module is read and verified.
+    type: path
 notes:
   - Needs C(cryptography) on the host to verify signatures.
   - Certificates enrolled only in MOK or the firmware are not read from the machine; list them in O(trusted_certs).
@@ -175,6 +186,15 @@ trusted_certificates:
   returned: always
   type: list
   elements: dict
+verdict_cache:
+  description: The cache file used (O(verdict_cache)), how many verdicts it answered and how many modules were read.
+  returned: when O(verdict_cache) is set
+  type: dict
+  contains:
+    path: {description: The cache file, type: str}
+    hits: {description: Modules answered from the cache, type: int}
+    misses: {description: Modules read and verified, type: int}
+    note: {description: Why the cache file was not used or not written (null when it was), type: str}
 default_boot_kernel_source:
   description: How the default boot kernel was found (when O(kernel) and O(path) are not given).
   returned: when the default kernels are audited
@@ -198,6 +218,7 @@ ARGUMENT_SPEC = dict(
     builtin_certs=dict(type="bool", default=True),
     report=dict(type="str", choices=["all", "untrusted", "none"], default="all"),
     workers=dict(type="int", default=0),
+    verdict_cache=dict(type="path"),
 )
 
 
@@ -212,6 +233,16 @@ def kernels_to_audit(module, result):
     if boot is None or boot == running:
         return [(running, ["running"] + (["default_boot"] if boot else []))]
     return [(running, ["running"]), (boot, ["default_boot"])]
+
+
+def add_cache_use(result, cache_use):
+    """Sum the verdict cache's answers over the kernels audited."""
+    if cache_use.path is None:
+        return
+    total = result.setdefault("verdict_cache", {"path": cache_use.path, "hits": 0, "misses": 0, "note": None})
+    total["hits"] += cache_use.hits
+    total["misses"] += cache_use.misses
+    total["note"] = total["note"] or cache_use.note
 
 
 def main():
@@ -239,7 +270,8 @@ def main():
         for version, roles, paths, images in groups:
             trusted, certs = audit.load_trusted(p["trusted_certs"], images)
             described.update((c["fingerprint_sha256"], c) for c in certs)
-            entries = audit.audit(paths, trusted, p["workers"])
+            entries, cache_use = audit.audit(paths, trusted, p["workers"], p["verdict_cache"], not module.check_mode)
+            add_cache_use(result, cache_use)
             if version is not None:
                 for entry in entries:
                     entry["kernel"] = version
