@@ -27,16 +27,19 @@ description:
   - The private key never appears in the result, the diff or the logs.
 author:
   - skm.modsign contributors (@skm-modsign)
+extends_documentation_fragment:
+  - skm.modsign.attributes
+  - skm.modsign.signing_hash
 attributes:
   check_mode:
     support: full
-    description: Says whether a key would be made and why; writes nothing.
+    details: Says whether a key would be made and why; writes nothing.
   diff_mode:
     support: full
-    description: Before and after of the public facts (fingerprint, serial, validity, type).
+    details: Before and after of the public facts (fingerprint, serial, validity, type).
   idempotent:
     support: full
-    description: A second run with the same options reports no change.
+    details: A kept key (see O(regenerate), O(refresh)) is not rewritten.
 options:
   path:
     description:
@@ -65,8 +68,6 @@ options:
     description:
       - Hash of the certificate's self-signature, recorded as the module signing hash. An ECDSA key needs a hash
         at least as long as the curve.
-    type: str
-    choices: [sha256, sha384, sha512, sha3-256, sha3-384, sha3-512]
     default: sha512
   subject:
     description: Subject (and issuer) name attributes, e.g. C(CN), C(O), C(OU), C(C), C(emailAddress).

@@ -31,20 +31,23 @@ description:
   - Run C(make olddefconfig) afterwards, as for any .config edit.
 author:
   - skm.modsign contributors (@skm-modsign)
+extends_documentation_fragment:
+  - skm.modsign.attributes
+  - skm.modsign.signing_hash
 attributes:
   check_mode:
     support: full
-    description: Reports the changes per file; writes nothing.
+    details: Reports the changes per file; writes nothing.
   diff_mode:
     support: full
-    description: A unified diff per changed file.
+    details: A unified diff per changed file.
   idempotent:
     support: full
-    description: A second run reports no change.
+    details: Also after C(make olddefconfig) in between (see above).
 options:
   path:
     description: A .config file, or a glob matching several (like genkeys.py C(--config 'conf/config.*')).
-    type: str
+    type: path
     required: true
   sig:
     description: C(CONFIG_MODULE_SIG).
@@ -58,8 +61,6 @@ options:
     type: bool
   hash:
     description: The module signing hash (the choice group and C(CONFIG_MODULE_SIG_HASH)).
-    type: str
-    choices: [sha256, sha384, sha512, sha3-256, sha3-384, sha3-512]
   key:
     description: C(CONFIG_MODULE_SIG_KEY) - the combined key and certificate PEM (skm_genkey's C(combined)).
     type: str
@@ -197,7 +198,7 @@ def plan_file(path, settings):
 def main():
     module = build_module(
         argument_spec=dict(
-            path=dict(type="str", required=True),
+            path=dict(type="path", required=True),
             sig=dict(type="bool", default=True),
             sig_force=dict(type="bool"),
             sig_all=dict(type="bool"),
@@ -213,7 +214,7 @@ def main():
             backup=dict(type="bool", default=False),
         ),
     )
-    pattern = os.path.expanduser(module.params["path"])
+    pattern = module.params["path"]  # type path: ~ and $VARS already expanded
     paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
     if not paths:
         module.fail_json(msg="%s: no kernel config matches this pattern" % pattern, changed=False)

@@ -31,16 +31,18 @@ description:
 version_added: 0.1.0
 author:
   - skm.modsign contributors (@skm-modsign)
+extends_documentation_fragment:
+  - skm.modsign.attributes
 attributes:
   check_mode:
     support: full
-    description: Reports what would change (files and predicted entries); never runs update-grub or grubby.
+    details: Reports what would change (files and predicted entries); never runs update-grub or grubby.
   diff_mode:
     support: full
-    description: Before and after of every file written, and of the boot entries a bootloader tool would rewrite.
+    details: Before and after of every file written, and of the boot entries a bootloader tool would rewrite.
   idempotent:
     support: full
-    description: Decided from the boot entries themselves; a second run changes nothing.
+    details: Decided from the boot entries themselves; a second run changes nothing.
 options:
   argument:
     description:
@@ -86,6 +88,7 @@ notes:
 seealso:
   - module: skm.modsign.skm_enforce_gate
   - name: The Boot Loader Specification
+    description: The boot entries V(grubby) and V(systemd_boot) edit.
     link: https://uapi-group.org/specifications/specs/boot_loader_specification/
 """
 
@@ -124,7 +127,7 @@ entries:
   elements: dict
   contains:
     path: {description: File holding the entry, type: str}
-    name: {description: Kernel path, entry id or title, type: str}
+    name: {description: "Kernel path, entry id or title", type: str}
     options: {description: Arguments in effect, type: str}
     satisfied: {description: Whether the entry is as O(state) asks, type: bool}
 files:

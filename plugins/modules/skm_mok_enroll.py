@@ -15,8 +15,8 @@ description:
   - Stages a request with C(mokutil) to enroll (O(state=present)) or delete (O(state=absent)) a DER
     certificate in shim's Machine Owner Key (MOK) list, or only reports where it stands (O(state=query)).
   - "Enrollment is never finished by this module: after the next reboot a person at the console must confirm
-    the request in shim's MokManager with the one-time O(password). The module reports R(state) C(pending)
-    (or C(pending_delete)), R(reboot_required) and the exact R(console_steps)."
+    the request in shim's MokManager with the one-time O(password). The module reports RV(state=pending)
+    (or RV(state=pending_delete)), RV(reboot_required) and the exact RV(console_steps)."
   - The state is read from what C(mokutil --test-key), C(--list-delete) and C(--sb-state) print, never from
     their exit codes (they changed meaning between mokutil releases).
   - The password is hashed by C(mokutil --generate-hash) reading it from standard input, and the hash is
@@ -76,13 +76,17 @@ options:
 notes:
   - Needs root (C(mokutil) writes EFI variables) and C(mokutil) on the host; shim must be the boot loader
     for the request to be acted upon.
+extends_documentation_fragment:
+  - skm.modsign.attributes
 attributes:
   check_mode:
     support: full
+    details: Reports the request it would stage (RV(actions), RV(after)); runs only the read-only mokutil queries.
   diff_mode:
     support: none
   idempotent:
     support: full
+    details: A certificate already enrolled or already pending is left alone, with its pending password.
 seealso:
   - name: mokutil
     description: The tool this module drives.
@@ -130,7 +134,7 @@ before:
   type: dict
   sample: {"state": "absent", "secure_boot": "enabled", "in_kernel_keyring": false, "timeout": 10}
 after:
-  description: The same as O(before) after the task (predicted in check mode).
+  description: The same as RV(before) after the task (predicted in check mode).
   returned: success
   type: dict
 secure_boot:
