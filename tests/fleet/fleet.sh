@@ -33,7 +33,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../.." && pwd)
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$project/tests/images/containers.conf}"
 state="${SKM_FLEET_DIR:-$project/build/fleet}"
-images=(${SKM_FLEET_IMAGES:-debian12 debian12-dkms rhel-like})
+read -r -a images <<< "${SKM_FLEET_IMAGES:-debian12 debian12-dkms rhel-like}"
 parallel="${SKM_FLEET_PARALLEL:-4}"
 ctl=skmf-ctl
 label=skm.fleet=1
@@ -46,6 +46,24 @@ host_addr() { echo "10.213.$(($1 / 200)).$(($1 % 200 + 10))"; }
 host_image() { echo "${images[$((($1 - 1) % ${#images[@]}))]}"; }
 host_efi_like() { [ $(($1 % 2)) -eq 0 ]; }
 
+# systemd as PID 1 takes ~4 inotify instances per container from root's per-user limit
+# (fs.inotify.max_user_instances, 128 by default): near 30 containers it runs out and systemd stalls before sshd
+# starts. `up` raises the limit when it is too low for the fleet (never lowers it); `down` puts back the value it found.
+inotify_limit=/proc/sys/fs/inotify/max_user_instances
+raise_inotify_limit() {
+  local want=$(($1 * 8 + 256)) current
+  current=$(cat "$inotify_limit")
+  [ "$current" -lt "$want" ] || return 0
+  [ -f "$state/inotify_instances.orig" ] || echo "$current" > "$state/inotify_instances.orig"
+  echo "$want" > "$inotify_limit"
+  log "fs.inotify.max_user_instances $current -> $want for $1 containers (down puts $current back)"
+}
+restore_inotify_limit() {
+  [ -f "$state/inotify_instances.orig" ] || return 0
+  cat "$state/inotify_instances.orig" > "$inotify_limit"
+  rm -f "$state/inotify_instances.orig"
+}
+
 fleet_down() {
   local c ns
   for c in $(podman ps -a --filter "label=$label" --format '{{.Names}}'); do
@@ -55,6 +73,7 @@ fleet_down() {
   for ns in $(ip netns list | awk '$1 ~ /^skmf-[0-9]+$/ {print $1}'); do ip netns delete "$ns"; done
   if ip netns list | awk '{print $1}' | grep -qx "$ctl"; then ip netns delete "$ctl"; fi
   rm -f "$state/inventory.ini" "$state/known_hosts" "$state/hosts"
+  restore_inotify_limit
 }
 
 # Namespaces, bridge and veths for hosts 1..n.
@@ -89,7 +108,7 @@ start_host() {
 }
 
 write_inventory() {
-  local n=$1 i name groups image rhel_bootloader=grubby
+  local n=$1 i name image rhel_bootloader=grubby
   for ((i = 1; i <= n; i++)); do
     [ "$(host_image "$i")" = rhel-like ] || continue
     # tests/images/build.sh notes in /etc/skm-grubby whether it found Fedora's grubby-bls for the image.
@@ -154,7 +173,7 @@ wait_for_ssh() {
 
 fleet_up() {
   local n=$1 i started=$SECONDS
-  [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 999 ] || { log "up: N must be 1..999"; exit 2; }
+  if ! { [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 999 ]; }; then log "up: N must be 1..999"; exit 2; fi
   local image
   for image in "${images[@]}"; do
     podman image exists "localhost/skm-test/$image:latest" ||
@@ -165,6 +184,7 @@ fleet_up() {
   rm -f "$state/id_ed25519" "$state/id_ed25519.pub"
   ssh-keygen -q -t ed25519 -N '' -C "skm-fleet@$(hostname)" -f "$state/id_ed25519"
   chmod 0644 "$state/id_ed25519.pub"
+  raise_inotify_limit "$n"
   network_up "$n"
   log "network ready for $n hosts in $((SECONDS - started)) s"
   for ((i = 1; i <= n; i++)); do
