@@ -64,7 +64,7 @@ def _make(build: pathlib.Path, *targets: str, source: pathlib.Path, log: pathlib
     with open(log, "ab") as out:
         out.write(("\n$ " + " ".join(cmd) + "\n").encode())
         out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
     if proc.returncode:
         tail = log.read_text(errors="replace").splitlines()[-40:]
         raise RuntimeError(f"make {' '.join(targets)} failed (rc={proc.returncode}); log {log}:\n" + "\n".join(tail))
@@ -145,7 +145,7 @@ def build_module(kernel: KernelBuild, workdir: pathlib.Path) -> pathlib.Path:
     shutil.rmtree(moddir, ignore_errors=True)
     shutil.copytree(HERE / "module", moddir)
     proc = subprocess.run(["make", "-C", str(kernel.build), f"M={moddir}", f"ARCH={ARCH}", JOBS, "modules"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(f"module build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return moddir / "skm_e2e.ko"

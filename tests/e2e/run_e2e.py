@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """End-to-end proof on real kernels (issue 8): `make e2e`.
 
 1. Our kernel: linux-source-6.1, tinyconfig, then skm_kconfig writes the signing options (CONFIG_MODULE_SIG_KEY
@@ -170,7 +169,7 @@ def our_kernel(report: Report, work: pathlib.Path, timings: dict) -> None:
     subprocess.run([SIGN_FILE, "sha256", str(setup.rsa.key), str(setup.rsa.cert), str(after)], check=True)
     files["signed-after-compression"] = after
 
-    expect = {name: Expect(True, message=RUNNING) for name, *_ in plan}
+    expect = {name: Expect(True, message=RUNNING) for name, *_rest in plan}
     expect.update({
         "tampered": Expect(False, EKEYREJECTED, ""),
         "foreign-key": Expect(False, EKEYREJECTED, UNAVAILABLE),

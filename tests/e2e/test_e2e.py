@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_kernels_judge_our_signatures():
-    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, check=False)
     print(proc.stdout)
     lines = proc.stdout.strip().splitlines()
     failed = [line for line in lines if line.startswith("FAIL ")]

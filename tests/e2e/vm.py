@@ -97,7 +97,7 @@ def boot(kernel: pathlib.Path, initramfs: pathlib.Path, append: str = "", memory
            "-append", f"console=ttyS0 loglevel=7 panic=-1 rdinit=/init {append}".strip()]
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, check=False)
     seconds = time.monotonic() - started
     return parse(proc.stdout + proc.stderr, seconds)
 

@@ -40,7 +40,7 @@ def descendants(root: int) -> list[int]:
 
 
 def test_sigkill_mid_run_leaves_old_or_new_modules_and_a_rerun_completes(debian_kernel, session_keys, sign_file,
-                                                                          tmp_path):
+                                                                         tmp_path):
     key = session_keys("rsa2048")
     modules = debian_kernel.modules()
     step = max(1, len(modules) // TREE_SIZE)

@@ -54,7 +54,7 @@ WATCHED = [pathlib.Path(p) for p in ("/etc/dkms", "/var/lib/dkms", "/usr/src", "
 def _debian_kver() -> str:
     """linux-headers-amd64 depends on linux-headers-<kver> (Debian's current kernel)."""
     dep = subprocess.run(["dpkg-query", "-W", "-f", "${Depends}", "linux-headers-amd64"],
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, check=False).stdout
     assert dep.startswith("linux-headers-"), "linux-headers-amd64 missing: run scripts/bootstrap.sh"
     kver = dep.split()[0][len("linux-headers-"):]
     assert pathlib.Path(f"/lib/modules/{kver}/build/Makefile").exists(), f"headers of {kver} missing"
@@ -77,7 +77,7 @@ def _snapshot(paths) -> dict:
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True)
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
     assert proc.returncode == 0 or not check, f"{cmd}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -175,7 +175,7 @@ def _assert_signed_by(path: pathlib.Path, key, hash_name: str, work: pathlib.Pat
 
 def test_native_files_idempotence_and_wrapper(host, rsa_key, debian_kernel, tmp_path):
     framework = pathlib.Path("/etc/dkms/framework.conf").read_bytes()
-    facts, stats, _ = host.converge(**_role_vars(rsa_key))
+    facts, stats, _output = host.converge(**_role_vars(rsa_key))
     assert facts["hook"] == "native" and facts["can_sign"] and facts["version"].startswith("3.")
     text = DROP_IN.read_text()
     assert f"mok_signing_key={rsa_key.key}\n" in text and f"mok_certificate={rsa_key.cert}\n" in text
@@ -186,9 +186,9 @@ def test_native_files_idempotence_and_wrapper(host, rsa_key, debian_kernel, tmp_
     shown = _run("bash", "-c", f'. {DROP_IN}; echo "$sign_file|$mok_signing_key|$mok_certificate"').stdout.strip()
     assert shown == f"{WRAPPER}|{rsa_key.key}|{rsa_key.cert}"
     assert not HOOK_CONF.exists() and not PASSFILE.exists()
-    _, stats, _ = host.converge(check=True, **_role_vars(rsa_key))
+    _facts, stats, _output = host.converge(check=True, **_role_vars(rsa_key))
     assert stats["changed"] == 0
-    _, stats, _ = host.converge(**_role_vars(rsa_key))
+    _facts, stats, _output = host.converge(**_role_vars(rsa_key))
     assert stats["changed"] == 0
 
     # The wrapper as DKMS calls it: DKMS passes the kernel config's hash, the wrapper signs with ours
@@ -212,10 +212,10 @@ def test_post_build_hook_signs_plain_and_compressed_modules(host, rsa_key, debia
     try:
         variables = _role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False,
                                skm_dkms_modules=["skm-test-own", "skm-test-linked"])
-        facts, _, output = host.converge(**variables)
+        facts, _stats, output = host.converge(**variables)
         assert own.read_text() == 'POST_BUILD="their-own-hook.sh"\n' and "skm-test-own.conf is not ours" in output
         assert linked.is_symlink() and os.readlink(linked) == str(HOOK_CONF)
-        _, stats, _ = host.converge(**variables)
+        _facts, stats, _output = host.converge(**variables)
         assert stats["changed"] == 0
         host.converge(**_role_vars(rsa_key, skm_dkms_resign=False))   # back to native: our links go, theirs stays
         assert not linked.is_symlink() and not HOOK_CONF.exists() and own.exists() and DROP_IN.exists()
@@ -223,7 +223,7 @@ def test_post_build_hook_signs_plain_and_compressed_modules(host, rsa_key, debia
         own.unlink()
         linked.unlink(missing_ok=True)
 
-    facts, _, _ = host.converge(**_role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False))
+    facts, _stats, _output = host.converge(**_role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False))
     assert facts["hook"] == "post_build"
     assert not DROP_IN.exists() and os.access(HOOK, os.X_OK)
     assert HOOK_CONF.read_text().splitlines()[-1] == (
@@ -237,7 +237,7 @@ def test_post_build_hook_signs_plain_and_compressed_modules(host, rsa_key, debia
         shutil.copy(debian_kernel.modules_dir / f"kernel/drivers/net/{name}.ko", moddir / f"{name}.ko")
         if compression != "plain":
             _run(compression, "-q", *RM[compression], str(moddir / f"{name}.ko"))
-    proc = subprocess.run([str(HOOK), debian_kernel.version, "x86_64"], cwd=build, capture_output=True, text=True)
+    proc = subprocess.run([str(HOOK), debian_kernel.version, "x86_64"], cwd=build, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(p.name for p in moddir.iterdir()) == ["dummy.ko", "geneve.ko.gz", "macvlan.ko.zst", "veth.ko.xz"]
     assert "CRC32" in _run("xz", "--robot", "--list", str(moddir / "veth.ko.xz")).stdout  # the kernel's decoder
@@ -248,21 +248,21 @@ def test_post_build_hook_signs_plain_and_compressed_modules(host, rsa_key, debia
 
 
 def test_controller_mode_says_hosts_cannot_sign_and_signs_with_the_controller_key(host, rsa_key, debian_kernel,
-                                                                                   tmp_path):
+                                                                                  tmp_path):
     host.converge(**_role_vars(rsa_key))                       # native first: controller mode must undo it
     assert DROP_IN.exists()
     built = tmp_path / "updates" / "dkms"
     built.mkdir(parents=True)
     shutil.copy(debian_kernel.modules_dir / "kernel/drivers/net/dummy.ko", built / "dummy.ko")
     variables = _role_vars(rsa_key, skm_dkms_key_mode="controller", skm_dkms_resign_paths=[str(built)])
-    facts, _, output = host.converge(**variables)
+    facts, _stats, output = host.converge(**variables)
     assert facts["hook"] == "controller" and facts["can_sign"] is False
     assert "this host cannot sign modules when DKMS builds them" in output
     assert "the next run of this role signs them" in output
     assert not DROP_IN.exists() and not WRAPPER.exists() and not HOOK_CONF.exists()
     assert facts["resigned"] == [str(built / "dummy.ko")]       # Debian's signature replaced by ours
     _assert_signed_by(built / "dummy.ko", rsa_key, "sha256", tmp_path / "cms")
-    facts, stats, _ = host.converge(**variables)
+    facts, stats, _output = host.converge(**variables)
     assert stats["changed"] == 0 and facts["resigned"] == []
 
 
@@ -276,7 +276,7 @@ def test_dkms_builds_are_signed_natively_and_old_builds_re_signed(host, rsa_key,
     assert "Signing key: /var/lib/dkms/mok.key" in output
     assert modinfo_signature(host.installed)["signer"] == "DKMS module signing key"
     # The role takes over what DKMS built (installed copy and DKMS's own copy) ...
-    facts, _, _ = host.converge(**_role_vars(rsa_key))
+    facts, _stats, _output = host.converge(**_role_vars(rsa_key))
     assert sorted(facts["resigned"]) == sorted([str(host.installed), str(host.built)])
     for path in (host.installed, host.built):
         _assert_signed_by(path, rsa_key, "sha256", tmp_path / "cms")
@@ -285,7 +285,7 @@ def test_dkms_builds_are_signed_natively_and_old_builds_re_signed(host, rsa_key,
     assert f"Sign command: {WRAPPER}" in output and f"Signing key: {rsa_key.key}" in output
     assert "skm-modsign: signed" in output
     _assert_signed_by(host.installed, rsa_key, "sha256", tmp_path / "cms2")
-    _, stats, _ = host.converge(**_role_vars(rsa_key))
+    _facts, stats, _output = host.converge(**_role_vars(rsa_key))
     assert stats["changed"] == 0
 
 
@@ -295,7 +295,7 @@ def test_passphrase_reaches_sign_file_through_the_wrapper(host, rsa_key, tmp_pat
     key.key.chmod(0o600)
     assert "ENCRYPTED" in key.key.read_text()
     variables = _role_vars(key, skm_dkms_key_passphrase=PASSPHRASE, skm_dkms_hash="sha384")
-    _, _, ansible_output = host.converge(**variables)
+    _facts, _stats, ansible_output = host.converge(**variables)
     assert PASSFILE.read_text() == PASSPHRASE
     assert PASSFILE.stat().st_mode & 0o777 == 0o600 and PASSFILE.stat().st_uid == 0
     assert PASSFILE.parent.stat().st_mode & 0o777 == 0o700
@@ -304,7 +304,7 @@ def test_passphrase_reaches_sign_file_through_the_wrapper(host, rsa_key, tmp_pat
     _assert_signed_by(host.installed, key, "sha384", tmp_path / "cms")
     for text in (ansible_output, output, DROP_IN.read_text(), WRAPPER.read_text()):
         assert PASSPHRASE not in text
-    _, stats, _ = host.converge(**variables)
+    _facts, stats, _output = host.converge(**variables)
     assert stats["changed"] == 0
     host.converge(**_role_vars(rsa_key))                      # a key without passphrase: the file goes
     assert not PASSFILE.exists()
@@ -317,7 +317,7 @@ def test_post_build_hook_when_dkms_cannot_sign(host, rsa_key, tmp_path):
         host.converge(skm_dkms_state="absent")
         _run("dkms", "remove", "-m", PACKAGE, "-v", VERSION, "--all", check=False)
         _run("dkms", "add", "-m", PACKAGE, "-v", VERSION)    # DKMS knows the module: the role links it
-        facts, _, _ = host.converge(**_role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False))
+        facts, _stats, _output = host.converge(**_role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False))
         assert facts["hook"] == "post_build"
         link = pathlib.Path(f"/etc/dkms/{PACKAGE}.conf")
         assert link.is_symlink() and os.readlink(link) == str(HOOK_CONF)
@@ -325,7 +325,7 @@ def test_post_build_hook_when_dkms_cannot_sign(host, rsa_key, tmp_path):
         assert "modules won't be signed" in output              # native signing really is off
         assert "Running the post_build script" in output and "skm-modsign: signed" in output
         _assert_signed_by(host.installed, rsa_key, "sha256", tmp_path / "cms")
-        _, stats, _ = host.converge(**_role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False))
+        _facts, stats, _output = host.converge(**_role_vars(rsa_key, skm_dkms_method="post_build", skm_dkms_resign=False))
         assert stats["changed"] == 0
         host.converge(**_role_vars(rsa_key))                     # back to native: links and hook go
         assert not link.is_symlink() and not HOOK_CONF.exists() and not HOOK.exists() and DROP_IN.exists()

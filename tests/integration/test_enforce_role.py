@@ -60,7 +60,7 @@ def test_role_default(tmp_path, debian_kernel):
     assert any(n.endswith("Put the argument on every boot entry (and, if asked, into the running kernel)") for n in _changed_tasks(report))
     snapshot = trees.snapshot(tree / "efi") | {"cmdline": (tree / "etc/kernel/cmdline").read_bytes()}
     for check in (True, False):           # idempotence: check mode then for real, both unchanged
-        again, _ = _play("tests_default.yml", tree, check=check)
+        again, _stats = _play("tests_default.yml", tree, check=check)
         assert _changed_tasks(again) == [], check
     assert trees.snapshot(tree / "efi") | {"cmdline": (tree / "etc/kernel/cmdline").read_bytes()} == snapshot
 
@@ -83,7 +83,7 @@ def test_role_gate_refuses_then_override(tmp_path, debian_kernel):
     payload = read_module(str(unsigned)).payload
     unsigned.unlink()
     unsigned.write_bytes(payload)
-    assert subprocess.run(["modinfo", "-F", "signer", str(unsigned)], capture_output=True, text=True).stdout == ""
+    assert subprocess.run(["modinfo", "-F", "signer", str(unsigned)], capture_output=True, text=True, check=True).stdout == ""
     _play("tests_gate_refuses.yml", tree, skm_test_unsigned=str(unsigned))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 
 import pytest
@@ -84,7 +83,7 @@ def test_make_keep_and_validate(key_type, key_size, hash_name, tmp_path, debian_
     (tmp_path / "payload").write_bytes(split.payload)
     proc = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(tmp_path / "sig"),
                            "-content", str(tmp_path / "payload"), "-certfile", crt, "-nointern", "-CAfile", crt,
-                           "-purpose", "any", "-out", "/dev/null"], capture_output=True, text=True)
+                           "-purpose", "any", "-out", "/dev/null"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -169,14 +168,14 @@ def test_ca_profile(tmp_path):
 def test_read_only_directory_fails_cleanly(tmp_path):
     mnt = tmp_path / "ro"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mnt)]).returncode != 0:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mnt)], check=False).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
         result = run_module("skm_genkey", {"path": str(mnt), "key_size": 2048})
         assert result["failed"] and "read-only" in result["msg"] and str(mnt) in result["msg"]
         assert list(mnt.iterdir()) == []
     finally:
-        subprocess.run(["umount", str(mnt)])
+        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_check_mode_makes_nothing_and_diff_shows_public_facts_only(tmp_path):

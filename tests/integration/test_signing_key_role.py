@@ -72,8 +72,8 @@ def test_modes_put_only_what_each_host_needs(mode, root):
 
 
 def test_rotation_keeps_the_previous_certificate_trusted(root):
-    _, first = converge(root, "controller")
-    _, rotated = converge(root, "controller", refresh="always")
+    _stats, first = converge(root, "controller")
+    _stats, rotated = converge(root, "controller", refresh="always")
     assert rotated["fingerprint"] != first["fingerprint"]
     assert len(rotated["trusted"]) == 2
     fingerprints = {signing.TrustedCertificate.from_file(p).id.fingerprint for p in rotated["trusted"]}

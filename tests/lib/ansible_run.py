@@ -43,7 +43,7 @@ def run_playbook(playbook: str | pathlib.Path, *args: str, env: dict | None = No
         cmd.append("--diff")
     if verbosity:
         cmd.append("-" + "v" * verbosity)
-    return subprocess.run(cmd, capture_output=True, text=True, env=ansible_env(env))
+    return subprocess.run(cmd, capture_output=True, text=True, env=ansible_env(env), check=False)
 
 
 def run_module(module: str, args: dict, check: bool = False, diff: bool = False,

@@ -65,7 +65,7 @@ def test_check_arg_refuses_what_is_not_one_argument(bad):
 
 
 def _bash_value(text, name):
-    return subprocess.run(["bash", "-c", f'{text}\nprintf %s "${name}"'], capture_output=True, text=True).stdout
+    return subprocess.run(["bash", "-c", f'{text}\nprintf %s "${name}"'], capture_output=True, text=True, check=True).stdout
 
 
 def test_shell_assignment_edit_is_what_bash_sources():

@@ -30,7 +30,7 @@ def openssl_cms_verify(payload: pathlib.Path, pkcs7: bytes, cert: pathlib.Path, 
     proc = subprocess.run(
         ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(sig), "-content", str(payload),
          "-certfile", str(cert), "-nointern", "-noverify", "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True)
+        capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and "Verification successful" in proc.stderr, proc.stderr
 
 
@@ -39,7 +39,7 @@ def modinfo(path: pathlib.Path) -> dict:
     info = {}
     for line in out.splitlines():
         if ":" in line and not line.startswith("\t"):
-            key, _, value = line.partition(":")
+            key, _sep, value = line.partition(":")
             info.setdefault(key.strip(), value.strip())
     return info
 
@@ -167,4 +167,3 @@ def test_compressed_modules_signed_inside_the_stream(kind, debian_kernel, debian
         before = path.read_bytes()
         assert signing.sign_module_file(str(path), signing_key).status == signing.ALREADY_SIGNED
         assert path.read_bytes() == before
-

@@ -67,7 +67,7 @@ def test_missing_lines_are_added_before_the_final_newline():
 
 
 def test_quotes_in_strings_are_escaped():
-    text, _ = kconfig.edit(SAMPLE, kconfig.Settings(key='weird "name".pem'))
+    text, _changes = kconfig.edit(SAMPLE, kconfig.Settings(key='weird "name".pem'))
     assert 'CONFIG_MODULE_SIG_KEY="weird \\"name\\".pem"' in text
 
 
@@ -136,7 +136,7 @@ def test_sha3_refused_for_a_kernel_older_than_6_7():
     with pytest.raises(ModSignError, match="Linux 6.1, which has no CONFIG_MODULE_SIG_SHA3_384") as info:
         kconfig.edit(HEADER_61 + BODY, kconfig.Settings(hash_name="sha3-384"), "conf/config.x86_64")
     assert info.value.path == "conf/config.x86_64"
-    text, _ = kconfig.edit(HEADER_67 + BODY, kconfig.Settings(hash_name="sha3-384"))
+    text, _changes = kconfig.edit(HEADER_67 + BODY, kconfig.Settings(hash_name="sha3-384"))
     assert "CONFIG_MODULE_SIG_SHA3_384=y\n" in text and "# CONFIG_MODULE_SIG_SHA512 is not set\n" in text
     kconfig.edit(BODY, kconfig.Settings(hash_name="sha3-512"))   # no header: nothing to judge by
 
@@ -147,7 +147,7 @@ def test_refusals_judge_the_resulting_config_not_only_the_options():
         kconfig.edit(SAMPLE, kconfig.Settings(key_type="ecdsa"))
     # decompress with the file's own compression is fine; with none it is refused.
     xz = SAMPLE.replace("CONFIG_MODULE_COMPRESS_NONE=y", "CONFIG_MODULE_COMPRESS_XZ=y")
-    text, _ = kconfig.edit(xz, kconfig.Settings(decompress=True))
+    text, _changes = kconfig.edit(xz, kconfig.Settings(decompress=True))
     assert "CONFIG_MODULE_DECOMPRESS=y\n" in text
     with pytest.raises(ModSignError, match="needs compress"):
         kconfig.edit(SAMPLE, kconfig.Settings(decompress=True, compress="none"))
@@ -219,7 +219,7 @@ def test_off_where_absence_means_off():
     text, changes = kconfig.edit(forced, kconfig.Settings(sig_force=False))
     assert text == SAMPLE and changes == [{"name": "CONFIG_MODULE_SIG_FORCE", "before": "y", "after": "n"}]
     # MODULE_SIG_ALL defaults to y: off must be written.
-    text, _ = kconfig.edit(SAMPLE.replace("CONFIG_MODULE_SIG_ALL=y\n", ""), kconfig.Settings(sig_all=False))
+    text, _changes = kconfig.edit(SAMPLE.replace("CONFIG_MODULE_SIG_ALL=y\n", ""), kconfig.Settings(sig_all=False))
     assert "# CONFIG_MODULE_SIG_ALL is not set\n" in text
 
 
@@ -227,6 +227,6 @@ def test_zstd_decompress_refused_for_61():
     zstd = BODY + "CONFIG_MODULE_COMPRESS_ZSTD=y\n"
     with pytest.raises(ModSignError, match="gzip and xz modules only"):
         kconfig.edit(HEADER_61 + zstd, kconfig.Settings(decompress=True))
-    text, _ = kconfig.edit(HEADER_61 + zstd, kconfig.Settings(decompress=True, compress="xz"))
+    text, _changes = kconfig.edit(HEADER_61 + zstd, kconfig.Settings(decompress=True, compress="xz"))
     assert "CONFIG_MODULE_COMPRESS_XZ=y\n" in text and "# CONFIG_MODULE_COMPRESS_ZSTD is not set\n" in text
     kconfig.edit(HEADER_67 + zstd, kconfig.Settings(decompress=True))

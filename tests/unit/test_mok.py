@@ -45,7 +45,7 @@ def test_sb_state_setup_mode(capture):
 
 
 def test_sb_state_on_this_host_without_efi():
-    proc = subprocess.run(["mokutil", "--sb-state"], capture_output=True, text=True)
+    proc = subprocess.run(["mokutil", "--sb-state"], capture_output=True, text=True, check=False)
     if os.path.isdir("/sys/firmware/efi/efivars"):
         pytest.skip("this host has EFI variables")
     assert mok.parse_sb_state(proc.stdout, proc.stderr).state == "unsupported"

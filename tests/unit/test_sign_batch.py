@@ -121,7 +121,9 @@ def test_expand_paths(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ("a/x.ko", "a/b/y.ko.xz", "a/b/z.ko.zst", "a/b/notes.txt", "a/w.ko.gz"):
         (tmp_path / name).write_bytes(b"")
-    names = lambda paths: sorted(str(pathlib.Path(p).relative_to(tmp_path)) for p in paths)  # noqa: E731
+
+    def names(paths):
+        return sorted(str(pathlib.Path(p).relative_to(tmp_path)) for p in paths)
     assert names(batch.expand_paths([str(tmp_path / "a")])) == ["a/b/y.ko.xz", "a/b/z.ko.zst", "a/w.ko.gz", "a/x.ko"]
     assert names(batch.expand_paths([str(tmp_path / "a/**/*.ko.*")])) == ["a/b/y.ko.xz", "a/b/z.ko.zst", "a/w.ko.gz"]
     assert names(batch.expand_paths([str(tmp_path / "a/b/notes.txt"), str(tmp_path / "a/x.ko")])) == \

@@ -32,7 +32,7 @@ def handle(request):
     env.update(request.get("env") or {})
     try:
         proc = subprocess.run(request["argv"], input=base64.b64decode(request.get("stdin") or ""),
-                              capture_output=True, env=env, timeout=request.get("timeout") or 600)
+                              capture_output=True, env=env, timeout=request.get("timeout") or 600, check=False)
     except FileNotFoundError as exc:
         return {"rc": 127, "stdout": "", "stderr": b64(str(exc).encode())}
     except subprocess.TimeoutExpired:

@@ -31,7 +31,7 @@ def run_module_in_vm(vm, module: str, args: dict, check: bool = False, timeout: 
             cmd.append("--check")
         env = ansible_env({"ANSIBLE_CONNECTION_PLUGINS": str(HERE / "connection_plugins"),
                            "ANSIBLE_PIPELINING": "1", "ANSIBLE_HOST_KEY_CHECKING": "0"})
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     try:
         result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["vm"]
     except (ValueError, KeyError, IndexError):

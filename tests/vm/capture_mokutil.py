@@ -58,7 +58,7 @@ def main() -> None:
             rec("import, broken hash file", "mokutil", "--import", "/root/cert.der", "--hash-file", "/root/cert.der")
             out = HERE / "captured" / f"mokutil-{version}.json"
             out.write_text(json.dumps({"mokutil": version, "certificate_der_b64": base64.b64encode(der.read_bytes()).decode(),
-                                    "records": records}, indent=1) + "\n")
+                                       "records": records}, indent=1) + "\n")
         print(out)
 
 

@@ -85,7 +85,7 @@ def _cache_root() -> pathlib.Path:
 
 
 def _libraries(binary: str) -> set[str]:
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout
     found = set()
     for line in out.splitlines():
         parts = line.split()

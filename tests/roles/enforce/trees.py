@@ -106,7 +106,7 @@ def fedora_grubby(tools: pathlib.Path) -> pathlib.Path | None:
         shutil.copy(script, tools / "grubby")
     else:
         repo = os.environ.get("SKM_GRUBBY_REPO", "/work/.mirror/fedora-riscv+grubby/repo")
-        shown = subprocess.run(["git", "-C", repo, "show", "HEAD:grubby-bls"], capture_output=True)
+        shown = subprocess.run(["git", "-C", repo, "show", "HEAD:grubby-bls"], capture_output=True, check=False)
         if shown.returncode:
             return None
         (tools / "grubby").write_bytes(shown.stdout)
@@ -145,7 +145,7 @@ def _mounts(binds: dict) -> str:
 def in_namespace(binds: dict, argv: list, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``argv`` with ``binds`` ({tree dir: real dir}) mounted over the real directories, privately."""
     script = _mounts(binds) + "\nexec " + " ".join(shlex.quote(a) for a in argv)
-    return subprocess.run(["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, env=env)
+    return subprocess.run(["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, env=env, check=False)
 
 
 def run_module_in(binds: dict, module: str, args: dict, check: bool = False, diff: bool = False,
