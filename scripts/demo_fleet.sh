@@ -76,7 +76,7 @@ EOF
 
 site() {
   "${fleet[@]}" run "$venv/ansible-playbook" -i "$inventory" playbooks/site.yml \
-    -e @"$work/demo-vars.yml" -e @"$work/secrets.yml" -e @"$work/demo-override.yml" "$@"
+    -e @"$work/demo-vars.yml" -e @"$work/secrets.yml" -e @"$work/demo-override.yml"
 }
 
 say "first run of playbooks/site.yml (controller key mode)"
