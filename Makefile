@@ -1,8 +1,8 @@
 # skm.modsign — the two README commands and the slower suites.
 #   make demo   set everything up and run the main job on a local test fleet (podman containers)
 #   make demo-local  the same job on one machine: sign Debian's module tree in a scratch directory
-#   make test   every test that fits the default run (well under 20 minutes)
-# Slow suites: make e2e (real kernel under qemu), make molecule, make bench.
+#   make test   every test that fits the default run (well under 20 minutes): pytest + the molecule site scenario
+# Slow suites: make e2e (real kernel under qemu), make molecule-rest (the other scenarios), make bench.
 
 SHELL := /bin/bash
 VENV  := .venv
@@ -21,8 +21,10 @@ demo: bootstrap
 demo-local: bootstrap
 	bash scripts/demo.sh
 
+# pytest, then the molecule subset (mk/fleet.mk: the site scenario on two local podman images)
 test: bootstrap
 	$(PY) -m pytest -q -n 2 --dist loadfile tests/unit tests/integration
+	$(MAKE) --no-print-directory molecule-test
 
 test-unit: bootstrap
 	$(PY) -m pytest -q tests/unit

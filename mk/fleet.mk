@@ -1,14 +1,19 @@
 # Containers for the roles: test images, molecule scenarios and a local test fleet (issue 7).
-# None of these run in `make test`; each needs root (debootstrap, rootful podman, ip netns).
+# Each needs root (debootstrap, rootful podman, ip netns). `make test` runs molecule-test after pytest.
 #
 #   make images        build (or reuse) the podman images debian12, debian12-dkms, rhel-like from the Debian
 #                      mirror with tests/images/build.sh; rebuilt only when their recipe changes
 #                      (cold 4-8 min here by load, cached 0.25 s)
 #   make molecule      every molecule scenario under extensions/molecule/ (destroy, create, [prepare],
 #                      converge, idempotence, verify, destroy), one after the other, podman driver, local
-#                      images, systemd as PID 1, no network: smoke and one per role - signing_key, dkms, mok,
-#                      enforce, report, kernel_build. MOLECULE_SCENARIOS="mok enforce" runs a subset.
-#                      Time here (2 cores, load 10-30): 4-8 min per scenario, about 30-35 min for all seven.
+#                      images, systemd as PID 1, no network: site, smoke and one per role - signing_key, dkms,
+#                      mok, enforce, report, kernel_build. MOLECULE_SCENARIOS="mok enforce" runs a subset.
+#                      Time here (2 cores, load 10-30): 4-8 min per scenario, about 30-40 min for all eight.
+#   make molecule-test the subset `make test` runs: MOLECULE_TEST (site: playbooks/site.yml over a DKMS EFI-like
+#                      host and a RHEL-style host), building only the images it needs (MOLECULE_TEST_IMAGES)
+#   make molecule-rest every other scenario, most valuable first (what `make test` leaves out; .ci/run runs it).
+#                      MOLECULE_DEADLINE=<epoch s>: a scenario starts only if MOLECULE_SLOT (600) s remain
+#                      before it; the ones that do not fit are listed as skipped (the target still passes).
 #   make demo-fleet    scripts/demo_fleet.sh: images, a fleet of 6 hosts, playbooks/site.yml twice (the second
 #                      shows changed=0), the fleet report, fleet down (what `make demo` runs)
 #   make fleet-up      start FLEET_SIZE (default 5) hosts with tests/fleet/fleet.sh, each in its own network
@@ -26,9 +31,20 @@
 FLEET_SIZE ?= 5
 FLEET_ENV := CONTAINERS_CONF=$(CURDIR)/tests/images/containers.conf
 MOLECULE_STAMP := $(VENV)/.requirements-molecule.sha256
-MOLECULE_SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml))))
+MOLECULE_ALL := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml))))
+MOLECULE_SCENARIOS ?= $(MOLECULE_ALL)
+# make test: the whole site playbook (every role of site.yml) on the two images that need the fewest builds.
+MOLECULE_TEST := site
+MOLECULE_TEST_IMAGES := debian12-dkms rhel-like
+# The rest, by value: DKMS signing with the host's key (real rebuild), kernel_build (not in site.yml), enforce on
+# three images, host key mode, mok, report, then any other (smoke: the plumbing, which site already exercises).
+MOLECULE_REST_ORDER := dkms kernel_build enforce signing_key mok report
+MOLECULE_REST := $(filter $(MOLECULE_ALL),$(MOLECULE_REST_ORDER)) \
+  $(filter-out $(MOLECULE_TEST) $(MOLECULE_REST_ORDER),$(MOLECULE_ALL))
+MOLECULE_DEADLINE ?=
+MOLECULE_SLOT ?= 600
 
-.PHONY: molecule-deps images molecule demo-fleet fleet-up fleet-down bench-fleet
+.PHONY: molecule-deps images molecule molecule-test molecule-rest demo-fleet fleet-up fleet-down bench-fleet
 
 molecule-deps: bootstrap
 	@want=$$(sha256sum requirements-molecule.txt | cut -d' ' -f1); \
@@ -40,14 +56,29 @@ molecule-deps: bootstrap
 images: bootstrap
 	$(FLEET_ENV) bash tests/images/build.sh all
 
-# One scenario after the other (not --all), so that a failing one names itself and the rest still run;
-# the target fails if any did.
-molecule: images molecule-deps
-	@failed=""; for s in $(MOLECULE_SCENARIOS); do \
+# $(call molecule_run,SCENARIOS): one scenario after the other (not --all), so that a failing one names itself
+# and the rest still run; fails if any did. With MOLECULE_DEADLINE, scenarios that would not fit are skipped.
+define molecule_run
+	@failed=""; skipped=""; for s in $(1); do \
 	  start=$$(date +%s); \
+	  if [ -n "$(MOLECULE_DEADLINE)" ] && [ $$(( start + $(MOLECULE_SLOT) )) -gt $(MOLECULE_DEADLINE) ]; then \
+	    echo "molecule $$s: skipped (time budget: $$(( $(MOLECULE_DEADLINE) - start )) s left, a scenario may take $(MOLECULE_SLOT) s)"; \
+	    skipped="$$skipped $$s"; continue; fi; \
 	  if $(FLEET_ENV) $(VENV)/bin/molecule test -s $$s; then echo "molecule $$s: passed in $$(( $$(date +%s) - start )) s"; \
-	  else echo "molecule $$s: FAILED"; failed="$$failed $$s"; fi; \
-	done; [ -z "$$failed" ] || { echo "molecule: failed:$$failed"; exit 1; }
+	  else echo "molecule $$s: FAILED after $$(( $$(date +%s) - start )) s"; failed="$$failed $$s"; fi; \
+	done; [ -z "$$skipped" ] || echo "molecule: skipped (time budget):$$skipped"; \
+	[ -z "$$failed" ] || { echo "molecule: failed:$$failed"; exit 1; }
+endef
+
+molecule: images molecule-deps
+	$(call molecule_run,$(MOLECULE_SCENARIOS))
+
+molecule-test: bootstrap molecule-deps
+	$(FLEET_ENV) bash tests/images/build.sh $(MOLECULE_TEST_IMAGES)
+	$(call molecule_run,$(MOLECULE_TEST))
+
+molecule-rest: images molecule-deps
+	$(call molecule_run,$(MOLECULE_REST))
 
 demo-fleet: bootstrap
 	bash scripts/demo_fleet.sh
