@@ -33,9 +33,13 @@ def default_workers():
         return max(1, os.cpu_count() or 1)
 
 
-def map_files(func, items, workers=0):
-    # type: (Callable[[T], R], Sequence[T], int) -> List[R]
-    """``[func(i) for i in items]`` in order, using ``workers`` processes (0: all cores)."""
+def map_files(func, items, workers=0, chunksize=0):
+    # type: (Callable[[T], R], Sequence[T], int, int) -> List[R]
+    """``[func(i) for i in items]`` in order, using ``workers`` processes (0: all cores).
+
+    ``chunksize``: items a worker takes at a time (0: a few per worker; 1 for
+    items that are already batches, so that no worker is left with a long tail).
+    """
     global _TASK
     workers = workers or default_workers()
     workers = min(workers, len(items))
@@ -43,7 +47,7 @@ def map_files(func, items, workers=0):
         return [func(item) for item in items]
     _TASK = func
     try:
-        chunksize = max(1, min(64, len(items) // (workers * 8)))
+        chunksize = chunksize or max(1, min(64, len(items) // (workers * 8)))
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             return pool.map(_call, items, chunksize)
     finally:

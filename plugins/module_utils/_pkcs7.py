@@ -251,6 +251,35 @@ def build_signed_data(cert, hash_name, signature, use_skid=False):
     return der.sequence(_SIGNED_DATA_OID, der.encode(der.context(0), signed_data))
 
 
+@functools.lru_cache(maxsize=256)
+def _template(cert, hash_name, use_skid, total):
+    # type: (CertificateId, str, bool, int) -> Optional[Tuple[bytes, int]]
+    """(everything before the signature, signature length) of a ``total``-byte blob by ``cert``, or None."""
+    def overhead(length):
+        # type: (int) -> int
+        return len(build_signed_data(cert, hash_name, b"\0" * length, use_skid)) - length
+    # The headers grow with the signature, so its length lies between these two bounds.
+    for length in range(max(1, total - overhead(total)), total - overhead(1) + 1):
+        built = build_signed_data(cert, hash_name, b"\0" * length, use_skid)
+        if len(built) == total:
+            return built[:-length], length
+    return None
+
+
+def own_signature(pkcs7, cert, hash_name, use_skid=False):
+    # type: (bytes, CertificateId, str, bool) -> Optional[bytes]
+    """The raw signature when ``pkcs7`` is byte for byte what ``build_signed_data`` makes for
+    ``cert``, ``hash_name`` and ``use_skid`` around some signature, else None.
+
+    A cheap test (a comparison, no DER parsing) for the common case of an
+    idempotent rerun; anything else goes through ``parse_signed_data``.
+    """
+    template = _template(cert, hash_name, use_skid, len(pkcs7))
+    if template is None or not pkcs7.startswith(template[0]):
+        return None
+    return pkcs7[-template[1]:]
+
+
 def _parse_signer_info(item):
     # type: (der.TLV) -> SignerInfo
     parts = der.children(der.expect(item, der.SEQUENCE, "SignerInfo").value)

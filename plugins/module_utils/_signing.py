@@ -16,19 +16,21 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
-from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write_many
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import AtomicBatch, finish_closes, flush_directories
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
     CertificateId, SignerId, build_signed_data, certificate_id, check_signing_certificate, digest, hash_algorithm,
-    parse_signed_data,
+    own_signature, parse_signed_data,
 )
-from ansible_collections.skm.modsign.plugins.module_utils._trailer import ModuleSignature, append_signature, parse_signature, trailer
+from ansible_collections.skm.modsign.plugins.module_utils._trailer import (
+    ModuleSignature, append_signature, parse_signature, split_signature, trailer,
+)
 
 # Verdicts on a module's signature.
 UNSIGNED = "unsigned"
@@ -122,13 +124,28 @@ def judge(payload, pkcs7, trusted, path=None):
     return Verdict(UNKNOWN_KEY, info.signer, info.hash_name)
 
 
+def judge_for_key(payload, pkcs7, signing_key, path=None):
+    # type: (Union[bytes, memoryview], Optional[bytes], SigningKey, Optional[str]) -> Verdict
+    """``judge`` against the signing key's certificate, with a fast path for a signature exactly as we make it."""
+    if pkcs7 is not None:
+        cert, hash_name = signing_key.certificate, signing_key.hash_name
+        signature = own_signature(pkcs7, cert, hash_name, signing_key.use_skid)
+        if signature is not None:
+            signer = SignerId(None, None, cert.skid) if signing_key.use_skid else SignerId(cert.issuer, cert.serial, None)
+            if keys.verify_digest(signing_key.trusted.public_key, signature, digest(payload, hash_name), hash_name):
+                return Verdict(TRUSTED, signer, hash_name, cert)
+            return Verdict(BAD_SIGNATURE, signer, hash_name, cert, "signature does not verify with the certificate it names")
+    return judge(payload, pkcs7, [signing_key.trusted], path)
+
+
 def verify_module(path, trusted):
     # type: (str, Sequence[TrustedCertificate]) -> Verdict
     try:
-        module = read_module(path)
+        _kind, data = compression.decompress(read_bytes(path), path)
+        length, pkcs7 = split_signature(data, path)
     except ModSignError as exc:
         return Verdict(UNPARSEABLE, reason=exc.cause)
-    return judge(module.payload, module.signature.pkcs7, trusted, path)
+    return judge(memoryview(data)[:length], pkcs7, trusted, path)
 
 
 class SigningKey:
@@ -228,36 +245,103 @@ def describe_verdict(verdict):
     return None
 
 
-def _plan_module(path, signing_key, replace_foreign, check_mode):
-    # type: (str, SigningKey, bool, bool) -> Tuple[Outcome, Optional[Sequence[bytes]]]
-    """What signing does to one module, and its new file content (as chunks) when it changes."""
+class _ReadBuffer:
+    """One reusable buffer per process to read modules into (no allocation, no page faults per module)."""
+
+    def __init__(self):
+        # type: () -> None
+        self._buf = bytearray(1 << 20)
+
+    def read(self, fd):
+        # type: (int) -> memoryview
+        """The whole content of the open file ``fd``, valid until the next ``read``."""
+        size = os.fstat(fd).st_size + 1   # one byte more: the read that returns 0 proves the end
+        if len(self._buf) < size:
+            self._buf = bytearray(size + (size >> 2))
+        view = memoryview(self._buf)
+        got = 0
+        while True:
+            if got == len(view):   # the file grew while we read it
+                grown = bytearray(2 * len(view))
+                grown[:got] = view
+                self._buf, view = grown, memoryview(grown)
+            count = os.readv(fd, [view[got:]])
+            if not count:
+                return view[:got]
+            got += count
+
+
+_BUFFER = None  # type: Optional[_ReadBuffer]
+
+
+def _read_buffer():
+    # type: () -> _ReadBuffer
+    global _BUFFER
+    if _BUFFER is None:
+        _BUFFER = _ReadBuffer()
+    return _BUFFER
+
+
+def _open_module(path):
+    # type: (str) -> int
     try:
-        module = read_module(path)
-        verdict = judge(module.payload, module.signature.pkcs7, [signing_key.trusted], path)
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+
+
+def _sign_one(path, signing_key, replace_foreign, check_mode, batch):
+    # type: (str, SigningKey, bool, bool, AtomicBatch) -> Outcome
+    """Judge one module and, when it changes, write its temporary file into ``batch``."""
+    fd = None  # type: Optional[int]
+    try:
+        fd = _open_module(path)
+        try:
+            raw = _read_buffer().read(fd)
+        except OSError as exc:
+            raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+        kind = compression.detect(raw[:8])
+        data = raw if kind == compression.NONE else memoryview(compression.decompress(bytes(raw), path)[1])
+        length, pkcs7 = split_signature(data, path)
+        payload = data[:length]
+        verdict = judge_for_key(payload, pkcs7, signing_key, path)
         if verdict.state == UNPARSEABLE:
-            return Outcome(path, FAILED, verdict.reason), None
+            return Outcome(path, FAILED, verdict.reason)
         action = decide(verdict, signing_key.is_current(verdict), replace_foreign)
         outcome = Outcome(path, action, signer=describe_verdict(verdict))
         if action not in (SIGNED, REPLACED) or check_mode:
-            return outcome, None
-        if module.compression == compression.NONE:
-            return outcome, (module.payload, signing_key.signature_trailer(module.payload))  # written without a copy
-        return outcome, compression.compress(module.compression, signing_key.sign_payload(module.payload), path)
+            return outcome
+        if kind == compression.NONE:
+            content = (payload, signing_key.signature_trailer(payload))  # type: object
+        else:
+            content = compression.compress(kind, b"".join((payload, signing_key.signature_trailer(payload))), path)
+        hold, fd = fd, None
+        error = batch.add(path, content, hold=hold)   # the batch closes the original after the rename
+        return outcome if error is None else Outcome(path, FAILED, error.cause)
     except ModSignError as exc:
-        return Outcome(path, FAILED, exc.with_path(path).cause), None
+        return Outcome(path, FAILED, exc.with_path(path).cause)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
-def _sign_batch(paths, signing_key, replace_foreign, check_mode):
-    # type: (Sequence[str], SigningKey, bool, bool) -> List[Outcome]
-    planned = [_plan_module(path, signing_key, replace_foreign, check_mode) for path in paths]
-    errors = atomic_write_many([(outcome.path, content) for outcome, content in planned if content is not None])
-    return [Outcome(o.path, FAILED, errors[o.path].cause) if o.path in errors else o for o, _content in planned]
+def _sign_batch(paths, signing_key, replace_foreign, check_mode, durable=True):
+    # type: (Sequence[str], SigningKey, bool, bool, bool) -> Tuple[List[Outcome], List[str]]
+    """Sign ``paths`` with one durability flush; the outcomes and the directories whose entries changed."""
+    batch = AtomicBatch(durable=durable)
+    outcomes = [_sign_one(path, signing_key, replace_foreign, check_mode, batch) for path in paths]
+    errors = batch.commit()
+    return ([Outcome(o.path, FAILED, errors[o.path].cause) if o.path in errors and o.status != FAILED else o
+             for o in outcomes], sorted(batch.directories))
 
 
 def sign_module_file(path, signing_key, replace_foreign=False, check_mode=False):
     # type: (str, SigningKey, bool, bool) -> Outcome
     """Sign one module file in place; never raises for a bad module, reports it as FAILED."""
-    return _sign_batch([path], signing_key, replace_foreign, check_mode)[0]
+    try:
+        return _sign_batch([path], signing_key, replace_foreign, check_mode)[0][0]
+    finally:
+        finish_closes()
 
 
 def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=False, workers=0, batch=32):
@@ -265,14 +349,17 @@ def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=Fals
     """Sign many module files on every core; outcomes in the order of ``paths``.
 
     Files are handled in batches so that one filesystem flush makes a whole
-    batch durable before its renames (see ``atomic_write_many``). By default
-    twice as many processes as cores, so that one computes while another waits
-    for the disk.
+    batch's new content durable before its renames (see ``AtomicBatch``); the
+    renamed directory entries are flushed once at the end. By default twice as
+    many processes as cores, so that one computes while another waits for the disk.
     """
     workers = workers or 2 * default_workers()
     batches = [list(paths[i:i + batch]) for i in range(0, len(paths), batch)]
-    results = map_files(lambda chunk: _sign_batch(chunk, signing_key, replace_foreign, check_mode), batches, workers)
-    return [outcome for chunk in results for outcome in chunk]
+    results = map_files(lambda chunk: _sign_batch(chunk, signing_key, replace_foreign, check_mode, False),
+                        batches, workers, chunksize=1)
+    finish_closes()
+    flush_directories(directory for _outcomes, directories in results for directory in directories)
+    return [outcome for outcomes, _directories in results for outcome in outcomes]
 
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")

@@ -29,7 +29,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import struct
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple, Union
 
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 
@@ -38,6 +38,8 @@ PKEY_ID_PKCS7 = 2
 _INFO = struct.Struct(">BBBBB3sI")
 INFO_SIZE = _INFO.size  # 12
 ELF_MAGIC = b"\x7fELF"
+
+Buffer = Union[bytes, bytearray, memoryview]
 
 
 class ModuleSignature(NamedTuple):
@@ -53,27 +55,27 @@ class ModuleSignature(NamedTuple):
 
 
 def check_elf(payload, path=None):
-    # type: (bytes, Optional[str]) -> None
+    # type: (Buffer, Optional[str]) -> None
     """Refuse what cannot be a kernel module (no ELF magic)."""
-    if payload[:4] != ELF_MAGIC:
+    if bytes(payload[:4]) != ELF_MAGIC:
         raise ModSignError("not a kernel module (no ELF magic)", path)
 
 
 def has_trailer(data):
-    # type: (bytes) -> bool
-    return data.endswith(MAGIC)
+    # type: (Buffer) -> bool
+    return bytes(data[-len(MAGIC):]) == MAGIC
 
 
-def parse_signature(data, path=None):
-    # type: (bytes, Optional[str]) -> ModuleSignature
-    """Split ``data`` (an uncompressed module) into payload and PKCS#7.
+def split_signature(data, path=None):
+    # type: (Buffer, Optional[str]) -> Tuple[int, Optional[bytes]]
+    """Where ``data`` (an uncompressed module: bytes or a memoryview) splits: (payload length, PKCS#7 or None).
 
-    An unsigned module gives ``pkcs7=None``; a trailer that lies about its
-    lengths or is not PKCS#7 raises ModSignError.
+    Copies nothing but the PKCS#7 blob. An unsigned module gives None; a
+    trailer that lies about its lengths or is not PKCS#7 raises ModSignError.
     """
-    if not data.endswith(MAGIC):
+    if not has_trailer(data):
         check_elf(data, path)
-        return ModuleSignature(bytes(data), None)
+        return len(data), None
     end = len(data) - len(MAGIC)
     if end < INFO_SIZE:
         raise ModSignError("truncated signature trailer: no room for struct module_signature", path)
@@ -87,9 +89,21 @@ def parse_signature(data, path=None):
     if sig_len == 0 or sig_len > sig_end:
         raise ModSignError("signature trailer claims a %d-byte signature but only %d bytes precede it"
                            % (sig_len, sig_end), path)
-    payload = data[:sig_end - sig_len]
-    check_elf(payload, path)
-    return ModuleSignature(bytes(payload), bytes(data[sig_end - sig_len:sig_end]))
+    check_elf(data[:min(4, sig_end - sig_len)], path)
+    return sig_end - sig_len, bytes(data[sig_end - sig_len:sig_end])
+
+
+def parse_signature(data, path=None):
+    # type: (Buffer, Optional[str]) -> ModuleSignature
+    """Split ``data`` (an uncompressed module) into payload and PKCS#7.
+
+    An unsigned module gives ``pkcs7=None``; a trailer that lies about its
+    lengths or is not PKCS#7 raises ModSignError.
+    """
+    length, pkcs7 = split_signature(data, path)
+    if pkcs7 is None:
+        return ModuleSignature(bytes(data), None)
+    return ModuleSignature(bytes(data[:length]), pkcs7)
 
 
 def strip_signature(data, path=None):
