@@ -97,6 +97,7 @@ class ActionModule(ActionBase):
                                                          "entries": requests})["failures"]
         result = batch.summarize(batch.outcomes_after_write(planned, failures), self._task.check_mode)
         result["key_location"] = "controller"
+        result["stale_temps_removed"] = survey.get("stale_temps_removed", 0)
         if self._task.diff:
             result["diff"] = batch.diff(result, self._task.check_mode)
         message = batch.failure_message(result)

@@ -32,31 +32,31 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
+from ansible_collections.skm.modsign.plugins.module_utils import _atomic as atomic
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
-from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write_many
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
-    CertificateId, build_signed_data, certificate_id, digest, hash_algorithm, parse_signed_data,
+    CertificateId, build_signed_data, certificate_id, digest, hash_algorithm, own_signature, parse_signed_data,
 )
 from ansible_collections.skm.modsign.plugins.module_utils._trailer import trailer
 
 _GLOB_CHARS = ("*", "?", "[")
-BATCH = 32   # modules per work item (one durability flush per batch, see atomic_write_many)
+BATCH = 32   # modules per work item (one durability flush per batch, see _atomic.AtomicBatch)
 
 
 # ---------------------------------------------------------------- which files
 
-def expand_paths(paths):
-    # type: (Sequence[str]) -> List[str]
+def expand_paths(paths, temps=None):
+    # type: (Sequence[str], Optional[List[str]]) -> List[str]
     """Module files named by ``paths``: files, directories (recursive) and globs.
 
     A file or directory that does not exist is an error; a glob that matches
     nothing is not (an empty ``updates/dkms`` is normal). A symbolic link to a
     module (RHEL's weak-updates) stands for its target: the target is signed
-    in place, once, and reported; the link stays a link.
+    in place, once, and reported; the link stays a link. ``temps`` receives
+    our temporary files seen on the way (see ``signing.find_modules``).
     """
     roots = []  # type: List[str]
     for entry in paths:
@@ -66,8 +66,14 @@ def expand_paths(paths):
             roots.append(entry)
         else:
             raise ModSignError("no such file or directory", entry)
-    found = signing.find_modules(roots)
+    found = signing.find_modules(roots, temps)
     return sorted(set(os.path.realpath(p) if os.path.islink(p) else p for p in found))
+
+
+def remove_stale_temps(temps, started, check_mode=False):
+    # type: (Sequence[str], float, bool) -> int
+    """Delete (count, in check mode) the temporary files a killed run left; the rule is ``_atomic.remove_stale_temps``'s."""
+    return atomic.remove_stale_temps(temps, started, dry_run=check_mode)
 
 
 def batches(items, size=BATCH):
@@ -79,7 +85,7 @@ def run_batches(func, items, workers):
     # type: (Any, Sequence[Any], int) -> List[Any]
     """``func`` over ``items`` in batches on ``workers`` processes (0: twice the cores); flat, in order."""
     workers = workers or 2 * default_workers()
-    return [out for chunk in map_files(lambda b: [func(i) for i in b], batches(items), workers) for out in chunk]
+    return [out for chunk in map_files(lambda b: [func(i) for i in b], batches(items), workers, chunksize=1) for out in chunk]
 
 
 # ---------------------------------------------------------------- the result
@@ -152,12 +158,6 @@ def unb64(text):
     return base64.b64decode(text.encode("ascii"))
 
 
-def _stat_token(path):
-    # type: (str) -> str
-    st = os.stat(path)
-    return "%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def survey_module(path, cert, hash_name):
     # type: (str, CertificateId, str) -> Dict[str, Any]
     """Host side, step 1: what the controller needs to judge and sign one module (no crypto library).
@@ -169,23 +169,27 @@ def survey_module(path, cert, hash_name):
     ``bad_signature``/``failed`` (``r`` the reason).
     """
     try:
-        token = _stat_token(path)
-        module = signing.read_module(path)
-        entry = {"p": path, "t": token, "d": b64(digest(module.payload, hash_name))}  # type: Dict[str, Any]
-        pkcs7 = module.signature.pkcs7
-        if pkcs7 is None:
-            entry["s"] = signing.UNSIGNED
+        with signing.OpenModule(path) as module:
+            payload, pkcs7 = module.payload, module.pkcs7
+            entry = {"p": path, "t": module.stat_token(), "d": b64(digest(payload, hash_name))}  # type: Dict[str, Any]
+            if pkcs7 is None:
+                entry["s"] = signing.UNSIGNED
+                return entry
+            for use_skid in (False, True):   # the signature exactly as we make it: no DER parsing
+                raw = own_signature(pkcs7, cert, hash_name, use_skid) if cert.skid or not use_skid else None
+                if raw is not None:
+                    entry.update(s="ours", h=hash_name, g=b64(raw))
+                    return entry
+            info = parse_signed_data(pkcs7, path)[0]
+            if info.has_signed_attributes:
+                entry.update(s=signing.BAD_SIGNATURE, r="signed attributes (the kernel refuses them on module signatures)")
+            elif cert.matches(info.signer):
+                entry.update(s="ours", h=info.hash_name, g=b64(info.signature))
+                if info.hash_name != hash_name:
+                    entry["sd"] = b64(digest(payload, info.hash_name))
+            else:
+                entry.update(s=signing.UNKNOWN_KEY, n=info.signer.describe())
             return entry
-        info = parse_signed_data(pkcs7, path)[0]
-        if info.has_signed_attributes:
-            entry.update(s=signing.BAD_SIGNATURE, r="signed attributes (the kernel refuses them on module signatures)")
-        elif cert.matches(info.signer):
-            entry.update(s="ours", h=info.hash_name, g=b64(info.signature))
-            if info.hash_name != hash_name:
-                entry["sd"] = b64(digest(module.payload, info.hash_name))
-        else:
-            entry.update(s=signing.UNKNOWN_KEY, n=info.signer.describe())
-        return entry
     except ModSignError as exc:
         return {"p": path, "s": signing.FAILED, "r": exc.with_path(path).cause}
 
@@ -294,30 +298,30 @@ def write_requests(planned, signatures):
     return [{"p": e["p"], "t": e["t"], "d": e["d"], "g": g} for e, g in zip(entries, signatures)]
 
 
-def _write_one(request, cert, hash_name, use_skid):
-    # type: (Dict[str, str], CertificateId, str, bool) -> Tuple[str, Optional[str], Any]
+def _write_one(request, cert, hash_name, use_skid, batch):
+    # type: (Dict[str, str], CertificateId, str, bool, atomic.AtomicBatch) -> Optional[str]
+    """Write one module's temporary file into ``batch``; the failure reason, if any."""
     path = request["p"]
     try:
-        if _stat_token(path) != request["t"]:
-            return path, "module changed since its digest was taken; not written", None
-        module = signing.read_module(path)
-        if b64(digest(module.payload, hash_name)) != request["d"]:
-            return path, "module changed since its digest was taken; not written", None
-        pkcs7 = build_signed_data(cert, hash_name, unb64(request["g"]), use_skid)
-        if module.compression == compression.NONE:
-            return path, None, (module.payload, trailer(pkcs7))
-        return path, None, compression.compress(module.compression, module.payload + trailer(pkcs7), path)
+        with signing.OpenModule(path) as module:
+            if module.stat_token() != request["t"] or b64(digest(module.payload, hash_name)) != request["d"]:
+                return "module changed since its digest was taken; not written"
+            pkcs7 = build_signed_data(cert, hash_name, unb64(request["g"]), use_skid)
+            error = batch.add(path, module.content(trailer(pkcs7)), hold=module.hold())
+            return None if error is None else error.cause
     except ModSignError as exc:
-        return path, exc.with_path(path).cause, None
+        return exc.with_path(path).cause
     except (ValueError, KeyError, TypeError) as exc:
-        return path, "malformed write request (%s)" % exc, None
+        return "malformed write request (%s)" % exc
 
 
 def _write_batch(requests, cert, hash_name, use_skid):
-    # type: (Sequence[Dict[str, str]], CertificateId, str, bool) -> List[Tuple[str, Optional[str]]]
-    made = [_write_one(r, cert, hash_name, use_skid) for r in requests]
-    errors = atomic_write_many([(path, content) for path, reason, content in made if content is not None])
-    return [(path, errors[path].cause if path in errors else reason) for path, reason, _content in made]
+    # type: (Sequence[Dict[str, str]], CertificateId, str, bool) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]
+    batch = atomic.AtomicBatch(durable=False)
+    made = [(r.get("p", ""), _write_one(r, cert, hash_name, use_skid, batch)) for r in requests]
+    errors = batch.commit()
+    return ([(path, errors[path].cause if reason is None and path in errors else reason) for path, reason in made],
+            sorted(batch.directories))
 
 
 def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0):
@@ -328,8 +332,10 @@ def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0):
     if use_skid and cert.skid is None:
         raise ModSignError("the certificate has no subjectKeyIdentifier; cannot name the signer by SKID")
     workers = workers or 2 * default_workers()
-    done = map_files(lambda b: _write_batch(b, cert, hash_name, use_skid), batches(requests), workers)
-    return dict((path, reason) for chunk in done for path, reason in chunk if reason is not None)
+    done = map_files(lambda b: _write_batch(b, cert, hash_name, use_skid), batches(requests), workers, chunksize=1)
+    atomic.finish_closes()
+    atomic.flush_directories(directory for _made, directories in done for directory in directories)
+    return dict((path, reason) for made, _directories in done for path, reason in made if reason is not None)
 
 
 def outcomes_after_write(planned, failures):

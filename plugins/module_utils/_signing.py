@@ -20,7 +20,9 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
-from ansible_collections.skm.modsign.plugins.module_utils._atomic import AtomicBatch, finish_closes, flush_directories
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import (
+    TEMP_SUFFIX, AtomicBatch, finish_closes, flush_directories, is_temp_name,
+)
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
@@ -282,47 +284,87 @@ def _read_buffer():
     return _BUFFER
 
 
-def _open_module(path):
-    # type: (str) -> int
-    try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+class OpenModule:
+    """A module file open for reading, split at its signature, for one batch step.
+
+    ``payload`` is a view into a buffer this process reuses: valid until the
+    next ``OpenModule``. ``hold()`` hands the descriptor over (to an
+    ``AtomicBatch``, which closes it after the rename); otherwise leaving the
+    ``with`` block closes it.
+    """
+
+    def __init__(self, path):
+        # type: (str) -> None
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))  # type: Optional[int]
+        except OSError as exc:
+            raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+        try:
+            try:
+                raw = _read_buffer().read(self.fd)
+            except OSError as exc:
+                raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+            self.compression = compression.detect(raw[:8])
+            data = raw
+            if self.compression != compression.NONE:
+                data = memoryview(compression.decompress(bytes(raw), path)[1])
+            length, self.pkcs7 = split_signature(data, path)
+            self.payload = data[:length]
+        except BaseException:
+            self.close()
+            raise
+
+    def stat_token(self):
+        # type: () -> str
+        """Inode, size and mtime of the file read (controller mode detects a change with it)."""
+        st = os.fstat(self.fd)  # type: ignore[arg-type]
+        return "%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def content(self, signature_trailer):
+        # type: (bytes) -> Union[bytes, Tuple[memoryview, bytes]]
+        """The new file content with ``signature_trailer`` as the only signature, compressed like the original."""
+        if self.compression == compression.NONE:
+            return self.payload, signature_trailer   # written as two chunks, no copy
+        return compression.compress(self.compression, b"".join((self.payload, signature_trailer)), self.path)
+
+    def hold(self):
+        # type: () -> Optional[int]
+        fd, self.fd = self.fd, None
+        return fd
+
+    def close(self):
+        # type: () -> None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        # type: () -> OpenModule
+        return self
+
+    def __exit__(self, *exc_info):
+        # type: (object) -> None
+        self.close()
 
 
 def _sign_one(path, signing_key, replace_foreign, check_mode, batch):
     # type: (str, SigningKey, bool, bool, AtomicBatch) -> Outcome
     """Judge one module and, when it changes, write its temporary file into ``batch``."""
-    fd = None  # type: Optional[int]
     try:
-        fd = _open_module(path)
-        try:
-            raw = _read_buffer().read(fd)
-        except OSError as exc:
-            raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
-        kind = compression.detect(raw[:8])
-        data = raw if kind == compression.NONE else memoryview(compression.decompress(bytes(raw), path)[1])
-        length, pkcs7 = split_signature(data, path)
-        payload = data[:length]
-        verdict = judge_for_key(payload, pkcs7, signing_key, path)
-        if verdict.state == UNPARSEABLE:
-            return Outcome(path, FAILED, verdict.reason)
-        action = decide(verdict, signing_key.is_current(verdict), replace_foreign)
-        outcome = Outcome(path, action, signer=describe_verdict(verdict))
-        if action not in (SIGNED, REPLACED) or check_mode:
-            return outcome
-        if kind == compression.NONE:
-            content = (payload, signing_key.signature_trailer(payload))  # type: object
-        else:
-            content = compression.compress(kind, b"".join((payload, signing_key.signature_trailer(payload))), path)
-        hold, fd = fd, None
-        error = batch.add(path, content, hold=hold)   # the batch closes the original after the rename
-        return outcome if error is None else Outcome(path, FAILED, error.cause)
+        with OpenModule(path) as module:
+            verdict = judge_for_key(module.payload, module.pkcs7, signing_key, path)
+            if verdict.state == UNPARSEABLE:
+                return Outcome(path, FAILED, verdict.reason)
+            action = decide(verdict, signing_key.is_current(verdict), replace_foreign)
+            outcome = Outcome(path, action, signer=describe_verdict(verdict))
+            if action not in (SIGNED, REPLACED) or check_mode:
+                return outcome
+            content = module.content(signing_key.signature_trailer(module.payload))
+            error = batch.add(path, content, hold=module.hold())   # closes the original after the rename
+            return outcome if error is None else Outcome(path, FAILED, error.cause)
     except ModSignError as exc:
         return Outcome(path, FAILED, exc.with_path(path).cause)
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 def _sign_batch(paths, signing_key, replace_foreign, check_mode, durable=True):
@@ -365,12 +407,15 @@ def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=Fals
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 
 
-def find_modules(paths):
-    # type: (Iterable[str]) -> List[str]
+def find_modules(paths, temps=None):
+    # type: (Iterable[str], Optional[List[str]]) -> List[str]
     """Expand files and directories (recursively) into a sorted list of module files.
 
     Inside a directory a file counts when its name looks like a module; a file
     named directly is always taken (its content decides, by magic bytes).
+    ``temps``, when given, receives the temporary files of ours (see
+    ``_atomic.is_temp_name``) seen in the directories searched or holding a
+    file named directly, for ``_atomic.remove_stale_temps``.
     """
     found = set()
     for path in paths:
@@ -380,6 +425,22 @@ def find_modules(paths):
                 for name in files:
                     if name.endswith(MODULE_SUFFIXES):
                         found.add(os.path.join(root, name))
+                    elif temps is not None and name.endswith(TEMP_SUFFIX) and is_temp_name(name):
+                        temps.append(os.path.join(root, name))
         else:
             found.add(path)
+            if temps is not None:
+                temps.extend(_temps_beside(path))
+    if temps is not None:
+        temps[:] = sorted(set(temps))
     return sorted(found)
+
+
+def _temps_beside(path):
+    # type: (str) -> List[str]
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [os.path.join(directory, name) for name in names if name.endswith(TEMP_SUFFIX) and is_temp_name(name)]

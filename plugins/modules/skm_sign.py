@@ -220,12 +220,22 @@ counts:
   returned: always
   type: dict
   sample: {signed: 3, replaced: 0, already_signed: 40, foreign: 1, failed: 0, total: 44}
+stale_temps_removed:
+  description:
+    - Temporary files (C(.<module>.<random>.~skm~)) that an earlier, killed run left beside the modules and this
+      run deleted (in check mode - would delete). Only files older than this run and locked by no live process
+      are deleted, so a concurrent run's files are never touched.
+  returned: always
+  type: int
+  sample: 0
 key_location:
   description: Where the signing happened.
   returned: always
   type: str
   sample: controller
 """
+
+import time
 
 from ansible_collections.skm.modsign.plugins.module_utils import _sign_batch as batch
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
@@ -262,7 +272,7 @@ def sign_on_host(module, paths):
     return signing.sign_module_files(paths, signing_key, p["replace_foreign"], module.check_mode, p["workers"])
 
 
-def controller_step(module, paths):
+def controller_step(module, paths, removed):
     """Controller mode, host side: survey (digests, no crypto library) or write (append the controller's signatures)."""
     p = module.params
     request = p["controller_request"]
@@ -272,7 +282,7 @@ def controller_step(module, paths):
                                                              "entries": len(request.get("entries") or [])})}
     if request.get("step") == "survey":
         module.exit_json(changed=False, entries=batch.survey(paths, cert_der, p["hash"], p["workers"]),
-                         invocation=invocation)
+                         stale_temps_removed=removed, invocation=invocation)
     if request.get("step") == "write":
         if module.check_mode:
             module.exit_json(changed=False, failures={}, invocation=invocation)
@@ -283,13 +293,19 @@ def controller_step(module, paths):
 
 
 def main():
+    started = time.time()
     module = build_module(ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE, required_if=REQUIRED_IF)
     p = module.params
+    removed = 0
     try:
-        paths = batch.expand_paths(p["path"]) if p["controller_request"] is None or \
-            p["controller_request"].get("step") == "survey" else []
+        paths = []
+        if p["controller_request"] is None or p["controller_request"].get("step") == "survey":
+            temps = []
+            paths = batch.expand_paths(p["path"], temps)
+            # Temporary files a killed run left beside the modules (see _atomic.remove_stale_temps).
+            removed = batch.remove_stale_temps(temps, started, module.check_mode)
         if p["controller_request"] is not None:
-            controller_step(module, paths)
+            controller_step(module, paths, removed)
         if p["key_location"] == "controller":
             module.fail_json(msg="key_location=controller runs through the skm.modsign.skm_sign action plugin; "
                                  "call the module as skm.modsign.skm_sign from a play or ad hoc")
@@ -298,6 +314,7 @@ def main():
         fail(module, exc)
     result = batch.summarize(outcomes, module.check_mode)
     result["key_location"] = "host"
+    result["stale_temps_removed"] = removed
     if module._diff:
         result["diff"] = batch.diff(result, module.check_mode)
     message = batch.failure_message(result)

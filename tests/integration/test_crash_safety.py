@@ -2,7 +2,9 @@
 
 Afterwards every module must be exactly its old bytes or a complete signed module (the xz tool
 decompresses it without error, the payload is the original one, the signature is sign-file's for
-RSA) - never torn - and a rerun must complete and sign the rest.
+RSA) - never torn - and a rerun must complete and sign the rest, remove the temporary files the
+killed run left (and say how many), and leave every module exactly as the kernel's sign-file
+signs it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import pathlib
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import STALE_AGE
 from ansible_collections.skm.modsign.plugins.module_utils._trailer import parse_signature, strip_signature
 from tests.lib.ansible_run import ansible_env, bin_path, run_module
 from tests.lib.module_tree import compress, decompressed, sign_file_reference
@@ -106,11 +110,24 @@ def test_sigkill_mid_run_leaves_old_or_new_modules_and_a_rerun_completes(debian_
     assert new and unchanged, (new, unchanged)
     print(f"after SIGKILL: {new} modules new, {unchanged} old, none torn")
 
+    # What the killed run left: its temporary files, named as _atomic names them (.<module>.<8 random>.~skm~).
+    leftovers = sorted(p for p in root.rglob("*") if p.is_file() and p not in payloads)
+    assert all(p.name.startswith(".") and p.name.endswith(".~skm~") for p in leftovers), leftovers
+    print(f"temporary files left by the killed run: {len(leftovers)}")
+    time.sleep(STALE_AGE)   # the rule: only files older than the run by STALE_AGE (and unlocked) are stale
+
     rerun = run_module("skm_sign", {"path": str(root), "key": str(key.key), "cert": str(key.cert),
                                     "hash": "sha256"})
     assert not rerun.get("failed"), rerun.get("msg")
     assert (rerun["counts"]["signed"], rerun["counts"]["already_signed"]) == (unchanged, new), rerun["counts"]
-    for path, payload in payloads.items():
-        assert parse_signature(decompressed(path)).payload == payload
-    leftovers = [p for p in pathlib.Path(root).rglob("*") if p.is_file() and p not in payloads]
-    assert all(p.name.endswith(".~skm~") for p in leftovers), leftovers   # a killed run's temporary files only
+    assert rerun["stale_temps_removed"] == len(leftovers), (rerun["stale_temps_removed"], leftovers)
+    assert sorted(p for p in root.rglob("*") if p.is_file()) == sorted(payloads), "files left besides the modules"
+
+    # Every module is now exactly what the kernel's sign-file makes of its payload (RSA is deterministic).
+    def matches_sign_file(item):
+        index, (path, payload) = item
+        return decompressed(path) == sign_file_reference(sign_file, key, "sha256", payload, tmp_path / f"all{index}")
+    with ThreadPoolExecutor(4) as pool:
+        mismatched = [path for (path, _p), ok in zip(payloads.items(), pool.map(matches_sign_file,
+                                                                                 enumerate(payloads.items()))) if not ok]
+    assert not mismatched, mismatched[:5]
