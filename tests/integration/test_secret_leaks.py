@@ -17,124 +17,14 @@ skm_enforce_gate and skm_kernel_cmdline take no secret and read no key, so they 
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import pathlib
 import secrets
 import subprocess
-import threading
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
 
-from ansible_collections.skm.modsign.plugins.module_utils._trailer import strip_signature
 from tests.lib.ansible_run import ansible_env, bin_path
-
-
-class Secrets:
-    """Every form of every secret, as bytes to search for."""
-
-    def __init__(self) -> None:
-        self.needles: dict[bytes, str] = {}
-
-    def text(self, label: str, value: str) -> None:
-        self.needles[value.encode()] = label
-
-    def der(self, label: str, der: bytes) -> None:
-        b64 = base64.b64encode(der)
-        self.needles[der] = label + " (DER)"
-        self.needles[der.hex().encode()] = label + " (DER, hex)"
-        self.needles[der.hex().upper().encode()] = label + " (DER, HEX)"
-        self.needles[b64] = label + " (DER, base64)"
-        for start in range(0, len(b64) - 63, 64):
-            self.needles[b64[start:start + 64]] = label + " (base64 line)"
-
-    def private_key(self, label: str, pem: bytes, passphrase: str | None) -> None:
-        block = pem.split(b"-----BEGIN ")[1]
-        body = b"".join(line for line in block.splitlines()[1:] if b":" not in line and not line.startswith(b"-"))
-        self.der(label + " as written", base64.b64decode(body))
-        key = serialization.load_pem_private_key(pem, passphrase.encode() if passphrase else None)
-        for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):
-            self.der(label + " decrypted", key.private_bytes(serialization.Encoding.DER, fmt,
-                                                             serialization.NoEncryption()))
-
-    def found_in(self, data: bytes) -> list[str]:
-        return sorted({label for needle, label in self.needles.items() if needle in data})
-
-
-def _watch_cmdlines(stop: threading.Event, seen: set) -> None:
-    while not stop.is_set():
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                        seen.add(handle.read())
-                except OSError:
-                    pass
-        stop.wait(0.01)
-
-
-class LeakRun:
-    """One -vvvv playbook run with private temp/log places, and everything it left to search."""
-
-    def __init__(self, base: pathlib.Path, tasks: list[dict], secrets_: Secrets,
-                 workdirs: list[pathlib.Path], allowed: list[pathlib.Path], variables: dict) -> None:
-        self.base = base
-        self.secrets = secrets_
-        self.workdirs = workdirs
-        self.allowed = {p.resolve() for p in allowed}
-        for name in ("input", "tmp", "local_tmp", "remote_tmp"):
-            (base / name).mkdir(parents=True, exist_ok=True)
-        self.results_file = base / "tmp" / "results.json"
-        play_tasks = []
-        for index, task in enumerate(tasks):
-            play_tasks.append(dict(task, register=f"case{index}", ignore_errors=True))
-        collect = "{{ {" + ", ".join(f"'case{i}': case{i}" for i in range(len(tasks))) + "} | to_json }}"
-        play_tasks.append({"name": "write the returned results", "ansible.builtin.copy": {
-            "content": collect, "dest": str(self.results_file), "mode": "0600"}})
-        self.playbook = base / "input" / "play.yml"
-        self.playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False,
-                                                  "tasks": play_tasks}]))
-        # Secrets reach the play as variables from a file of their own, as they would from a vault: a
-        # secret written literally into a playbook is shown by ansible-core itself, which prints the
-        # playbook lines around a failed task ("Origin: ...").
-        self.variables = base / "input" / "secrets.yml"
-        self.variables.write_text(yaml.safe_dump(variables))
-
-    def run(self) -> dict:
-        env = ansible_env({
-            "ANSIBLE_STDOUT_CALLBACK": "default",
-            "ANSIBLE_LOG_PATH": str(self.base / "tmp" / "ansible.log"),
-            "ANSIBLE_LOCAL_TEMP": str(self.base / "local_tmp"),
-            "ANSIBLE_REMOTE_TMP": str(self.base / "remote_tmp"),
-            "TMPDIR": str(self.base / "tmp"),
-        })
-        stop, seen = threading.Event(), set()
-        watcher = threading.Thread(target=_watch_cmdlines, args=(stop, seen), daemon=True)
-        watcher.start()
-        try:
-            proc = subprocess.run([bin_path("ansible-playbook"), "-i", "localhost,", "-c", "local", "-vvvv",
-                                   "-e", "@" + str(self.variables), str(self.playbook)], capture_output=True, env=env, check=False)
-        finally:
-            stop.set()
-            watcher.join()
-        assert proc.returncode == 0, proc.stdout[-3000:].decode() + proc.stderr[-2000:].decode()
-        self.stdout, self.stderr = proc.stdout, proc.stderr
-        leaks = []
-        for where, data in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-            leaks += [f"{where}: {label}" for label in self.secrets.found_in(data)]
-        leaks += [f"process argument list: {label}" for cmd in seen for label in self.secrets.found_in(cmd)]
-        for directory in [self.base / "tmp", self.base / "local_tmp", self.base / "remote_tmp", *self.workdirs]:
-            for path in directory.rglob("*"):
-                if path.is_file() and not path.is_symlink() and path.resolve() not in self.allowed:
-                    leaks += [f"file {path}: {label}" for label in self.secrets.found_in(path.read_bytes())]
-        assert not leaks, "secret found:\n" + "\n".join(sorted(set(leaks)))
-        assert b"ESTABLISH LOCAL CONNECTION" in proc.stdout, "not a -vvvv run"
-        leftovers = sorted(p.name for p in (self.base / "remote_tmp").iterdir())
-        assert not leftovers, f"Ansible left remote temp files: {leftovers}"
-        return json.loads(self.results_file.read_text())
+from tests.lib.secret_leaks import LeakRun, Secrets, unsigned_module_copies
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +56,7 @@ def keyset(tmp_path_factory):
 @pytest.fixture()
 def scratch_modules(debian_kernel, debian_sample, tmp_path):
     """Two unsigned copies of real Debian modules in a directory of their own."""
-    directory = tmp_path / "modules"
-    directory.mkdir()
-    for rel in debian_sample[1:3]:
-        name = pathlib.Path(str(rel)).name
-        (directory / name).write_bytes(strip_signature((debian_kernel.modules_dir / rel).read_bytes()))
-    return directory
+    return unsigned_module_copies(debian_kernel, debian_sample[1:3], tmp_path / "modules")
 
 
 PASS = "{{ leak_passphrase }}"
