@@ -70,7 +70,8 @@ in_root() {
 
 apt_in_root() {
   local root=$1; shift
-  [ -n "$(ls -A "$root/var/lib/apt/lists" 2>/dev/null | grep -v -e lock -e partial)" ] || in_root "$root" apt-get update -q >&2
+  [ -n "$(find "$root/var/lib/apt/lists" -mindepth 1 -maxdepth 1 ! -name '*lock*' ! -name '*partial*' 2>/dev/null)" ] ||
+    in_root "$root" apt-get update -q >&2
   in_root "$root" apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "$@" >&2
   in_root "$root" apt-get clean
 }
@@ -154,7 +155,7 @@ EOF
 dkms_layout() {
   local root=$1 kver
   apt_in_root "$root" dkms linux-headers-amd64 make gcc libc6-dev
-  kver=$(ls "$root/lib/modules" | sort -V | tail -1)
+  kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)
   mkdir -p "$root/usr/src/skm_hello-1.0"
   cp "$here/files/skm_hello/"* "$root/usr/src/skm_hello-1.0/"
   in_root "$root" dkms add -m skm_hello -v 1.0 >&2
@@ -170,7 +171,7 @@ dkms_layout() {
 bls_layout() {
   local root=$1 kver grubby=no
   apt_in_root "$root" rpm grub-common
-  kver=$(ls "$root/lib/modules" | sort -V | tail -1)
+  kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)
   if grubby_script > "$root/usr/sbin/grubby" && [ -s "$root/usr/sbin/grubby" ]; then
     chmod 0755 "$root/usr/sbin/grubby"
     ln -sfn grub-editenv "$root/usr/bin/grub2-editenv"
@@ -226,7 +227,8 @@ EOF
 }
 
 build_one() {
-  local name=$1 hash=$2 ref="$repo/$name:$hash"
+  local name=$1 hash=$2
+  local ref="$repo/$name:$hash"
   if podman image exists "$ref"; then
     log "$name: cached ($ref)"
     podman tag "$ref" "$repo/$name:latest"
