@@ -64,7 +64,8 @@ def _identity(st):
     return "%d:%d" % (st.st_dev, st.st_ino), [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-# An entry, by identity: [version, a path it was seen at, what was learnt]; what was learnt: [state, hash, reason, issuer hex, serial, skid hex, {certificate fingerprint: verified}].
+# An entry, by identity: [version, a path it was seen at, what was learnt]; what was learnt:
+# [state, hash, reason, issuer hex, serial, skid hex, {certificate fingerprint: verified}].
 # state is UNSIGNED or BAD_SIGNATURE when that holds whatever the certificates (no signature; signed
 # attributes), else "signed".
 _SIGNED = "signed"

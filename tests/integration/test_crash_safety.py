@@ -128,6 +128,6 @@ def test_sigkill_mid_run_leaves_old_or_new_modules_and_a_rerun_completes(debian_
         index, (path, payload) = item
         return decompressed(path) == sign_file_reference(sign_file, key, "sha256", payload, tmp_path / f"all{index}")
     with ThreadPoolExecutor(4) as pool:
-        mismatched = [path for (path, _p), ok in zip(payloads.items(), pool.map(matches_sign_file,
-                                                                                 enumerate(payloads.items()))) if not ok]
+        verdicts = pool.map(matches_sign_file, enumerate(payloads.items()))
+        mismatched = [path for (path, _p), ok in zip(payloads.items(), verdicts) if not ok]
     assert not mismatched, mismatched[:5]
