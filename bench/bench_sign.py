@@ -7,8 +7,11 @@ Not a test: it prints numbers for the issue notes. Steps, on one machine in one 
   host   ansible-playbook -m skm_sign (host mode) on another stripped copy, then the idempotent rerun;
   ctrl   the same in controller mode (key on the controller), then the rerun; bytes over the wire per
          module, measured by a wrapper interpreter that keeps what the host receives and sends;
-  xz     (--xz N) the first N modules xz-compressed with the kernel's flags: host mode, and the rerun
-         (which must not rewrite any file: inode and mtime unchanged).
+  xz     the whole tree (--xz N: the first N modules; 0: skip) as .ko.xz: the baseline is ONE `xz` process
+         (xz -T1 --check=crc32 --lzma2=dict=1MiB, the kernel's flags) compressing every stripped module;
+         then host mode signs (decompress, sign, recompress on every core) and reruns, which must not
+         rewrite (so not recompress) any file: inode and mtime unchanged.
+Every timed step starts after a sync; CPU seconds (all child processes) are printed beside wall seconds.
 Targets (issue 4): host within 1.5x of core; rerun within 2x of the floor; controller < 2 KiB/module.
 
     .venv/bin/python bench/bench_sign.py [--key rsa4096] [--limit N] [--xz N]
@@ -29,7 +32,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from benchlib import HASH_FOR, timed  # noqa: E402  (puts the collection on sys.path)
+from benchlib import HASH_FOR, Step, load  # noqa: E402  (puts the collection on sys.path)
 
 from ansible_collections.skm.modsign.plugins.module_utils import _parallel as parallel  # noqa: E402
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing  # noqa: E402
@@ -37,37 +40,40 @@ from ansible_collections.skm.modsign.plugins.module_utils._trailer import strip_
 from tests.lib.ansible_run import bin_path, ansible_env  # noqa: E402
 from tests.lib.debian_kernel import debian_kernel  # noqa: E402
 from tests.lib.keys import make_key  # noqa: E402
-from tests.lib.module_tree import compress  # noqa: E402
 
 
 
-def stripped_copy(sources: list[pathlib.Path], base: pathlib.Path, dest: pathlib.Path, xz: bool = False) -> list[str]:
+def stripped_copy(sources: list[pathlib.Path], base: pathlib.Path, dest: pathlib.Path) -> list[str]:
     out = []
     for source in sources:
         target = dest / source.relative_to(base)
         target.parent.mkdir(parents=True, exist_ok=True)
-        payload = strip_signature(source.read_bytes())
-        if xz:
-            target = target.with_name(target.name + ".xz")
-            payload = compress(payload, ".xz")
-        target.write_bytes(payload)
+        target.write_bytes(strip_signature(source.read_bytes()))
         out.append(str(target))
     subprocess.run(["sync"], check=True)
     return out
 
 
-def playbook(work: pathlib.Path, args: dict, python: str | None = None) -> tuple[float, dict]:
+def xz_one_process(files: list[str], work: pathlib.Path) -> list[str]:
+    """Compress ``files`` in place with ONE single-threaded xz process and the kernel's flags (the baseline)."""
+    listing = work / "xz-files0"
+    listing.write_bytes(b"".join(f.encode() + b"\0" for f in files))
+    subprocess.run(["xz", "-T1", "--check=crc32", "--lzma2=dict=1MiB", "--files0=" + str(listing)], check=True)
+    return [f + ".xz" for f in files]
+
+
+def playbook(work: pathlib.Path, args: dict, python: str | None = None) -> tuple[Step, dict]:
     play = work / "play.yml"
     host_vars = {"ansible_python_interpreter": python} if python else {}
     play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "vars": host_vars,
                                  "tasks": [{"skm.modsign.skm_sign": args}]}]))
     cmd = [bin_path("ansible-playbook"), "-i", "localhost,", "-c", "local", str(play)]
-    seconds, proc = timed(lambda: subprocess.run(cmd, capture_output=True, text=True,
-                                                 env=ansible_env({"ANSIBLE_PIPELINING": "0"})))
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    step = Step(lambda: subprocess.run(cmd, capture_output=True, text=True,
+                                       env=ansible_env({"ANSIBLE_PIPELINING": "0"})))
+    result = json.loads(step.result.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     if result.get("failed"):
         raise SystemExit(f"skm_sign failed: {result.get('msg')}")
-    return seconds, result
+    return step, result
 
 
 def wire_logger(work: pathlib.Path) -> tuple[str, pathlib.Path]:
@@ -100,8 +106,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--key", default="rsa4096", choices=sorted(HASH_FOR))
     parser.add_argument("--limit", type=int, default=0, help="only the first N modules (0: all)")
-    parser.add_argument("--xz", type=int, default=0, help="also an xz tree of the first N modules")
+    parser.add_argument("--xz", type=int, default=-1, help="xz tree of the first N modules (-1: all, 0: none)")
+    parser.add_argument("--skip", default="", help="comma list of steps to skip: host,ctrl")
     args = parser.parse_args()
+    skip = set(args.skip.split(","))
 
     kernel = debian_kernel()
     base = kernel.modules_dir
@@ -112,57 +120,68 @@ def main() -> int:
         key = make_key(work / "keys", args.key)
         n = len(sources)
         print(f"tree: {kernel.package}, {n} modules, {sum(p.stat().st_size for p in sources) / 1e6:.0f} MB; "
-              f"{parallel.default_workers()} cores; key {args.key}/{hash_name}")
+              f"{parallel.default_workers()} cores; key {args.key}/{hash_name}; {load()}")
 
-        t_floor, _ = timed(lambda: [hashlib.sha512(p.read_bytes()).digest() for p in sources])
-        print(f"floor   sha512 over every module's bytes, one core: {t_floor:.2f} s")
+        floor = Step(lambda: [hashlib.sha512(p.read_bytes()).digest() for p in sources])
+        print(f"floor   sha512 over every module's bytes, one core: {floor}")
 
         files = stripped_copy(sources, base, work / "core")
         signing_key = signing.SigningKey.from_files(str(key.key), str(key.cert), hash_name=hash_name)
-        t_core, outcomes = timed(lambda: signing.sign_module_files(files, signing_key))
-        assert {o.status for o in outcomes} == {signing.SIGNED}
+        core = Step(lambda: signing.sign_module_files(files, signing_key))
+        assert {o.status for o in core.result} == {signing.SIGNED}
         shutil.rmtree(work / "core")
-        print(f"core    sign_module_files: {t_core:.2f} s")
+        print(f"core    sign_module_files: {core}")
 
         sign_args = {"path": str(work / "host"), "key": str(key.key), "cert": str(key.cert), "hash": hash_name}
-        t_empty, _ = playbook(work, dict(sign_args, path=str(work / "nothing*")))
-        print(f"ansible ansible-playbook with nothing to sign (fixed start-up cost): {t_empty:.2f} s")
-        stripped_copy(sources, base, work / "host")
-        t_host, result = playbook(work, sign_args)
-        assert result["counts"]["signed"] == n, result["counts"]
-        t_rerun, result = playbook(work, sign_args)
-        assert result["counts"]["already_signed"] == n and not result["changed"]
-        print(f"host    sign {t_host:.2f} s ({t_host / t_core:.2f}x core) | idempotent rerun {t_rerun:.2f} s "
-              f"({t_rerun / t_floor:.2f}x floor; {(t_rerun - t_empty) / t_floor:.2f}x without the start-up; "
-              f"{t_host / t_rerun:.1f}x faster than signing)")
-        shutil.rmtree(work / "host")
+        empty, _ = playbook(work, dict(sign_args, path=str(work / "nothing*")))
+        print(f"ansible ansible-playbook with nothing to sign (fixed start-up cost): {empty}")
+        if "host" not in skip:
+            stripped_copy(sources, base, work / "host")
+            host, result = playbook(work, sign_args)
+            assert result["counts"]["signed"] == n, result["counts"]
+            rerun, result = playbook(work, sign_args)
+            assert result["counts"]["already_signed"] == n and not result["changed"]
+            print(f"host    sign {host} = {host.seconds / core.seconds:.2f}x core | idempotent rerun {rerun} = "
+                  f"{rerun.seconds / floor.seconds:.2f}x floor ({(rerun.seconds - empty.seconds) / floor.seconds:.2f}x "
+                  f"without the start-up); {host.seconds / rerun.seconds:.1f}x faster than signing | {load()}")
+            shutil.rmtree(work / "host")
 
-        python, log = wire_logger(work)
-        ctrl_args = dict(sign_args, path=str(work / "ctrl"), key_location="controller")
-        stripped_copy(sources, base, work / "ctrl")
-        t_ctrl, result = playbook(work, ctrl_args, python)
-        assert result["counts"]["signed"] == n, result["counts"]
-        per_module = wire_bytes(log) / n
-        for path in log.iterdir():
-            path.unlink()
-        t_ctrl_rerun, result = playbook(work, ctrl_args, python)
-        assert result["counts"]["already_signed"] == n and not result["changed"]
-        rerun_bytes = wire_bytes(log) / n
-        print(f"ctrl    sign {t_ctrl:.2f} s ({t_ctrl / t_core:.2f}x core), {per_module:.0f} bytes/module both ways | "
-              f"rerun {t_ctrl_rerun:.2f} s ({t_ctrl_rerun / t_floor:.2f}x floor), {rerun_bytes:.0f} bytes/module")
-        shutil.rmtree(work / "ctrl")
+        if "ctrl" not in skip:
+            python, log = wire_logger(work)
+            ctrl_args = dict(sign_args, path=str(work / "ctrl"), key_location="controller")
+            stripped_copy(sources, base, work / "ctrl")
+            ctrl, result = playbook(work, ctrl_args, python)
+            assert result["counts"]["signed"] == n, result["counts"]
+            per_module = wire_bytes(log) / n
+            for path in log.iterdir():
+                path.unlink()
+            ctrl_rerun, result = playbook(work, ctrl_args, python)
+            assert result["counts"]["already_signed"] == n and not result["changed"]
+            rerun_bytes = wire_bytes(log) / n
+            print(f"ctrl    sign {ctrl} = {ctrl.seconds / core.seconds:.2f}x core, {per_module:.0f} bytes/module both "
+                  f"ways | rerun {ctrl_rerun} = {ctrl_rerun.seconds / floor.seconds:.2f}x floor, "
+                  f"{rerun_bytes:.0f} bytes/module | {load()}")
+            shutil.rmtree(work / "ctrl")
 
         if args.xz:
-            subset = sources[:args.xz]
-            t_make, xz_files = timed(lambda: stripped_copy(subset, base, work / "xz", xz=True))
+            subset = sources[:args.xz] if args.xz > 0 else sources
+            plain = stripped_copy(subset, base, work / "xz")
+            baseline = Step(lambda: xz_one_process(plain, work))
+            xz_files = baseline.result
             xz_args = dict(sign_args, path=str(work / "xz"))
-            t_xz, result = playbook(work, xz_args)
-            assert result["counts"]["signed"] == len(subset)
+            first, result = playbook(work, xz_args)
+            assert result["counts"]["signed"] == len(subset), result["counts"]
             ids = stat_ids(xz_files)
-            t_xz_rerun, result = playbook(work, xz_args)
-            assert not result["changed"] and stat_ids(xz_files) == ids, "the rerun rewrote a module"
-            print(f"xz      {len(subset)} modules: xz CLI compressing them once, one process {t_make:.2f} s | "
-                  f"host mode sign+recompress {t_xz:.2f} s | rerun {t_xz_rerun:.2f} s, no file rewritten")
+            again, result = playbook(work, xz_args)
+            assert result["counts"]["already_signed"] == len(subset) and not result["changed"], result["counts"]
+            rewritten = sum(1 for path, ident in stat_ids(xz_files).items() if ids[path] != ident)
+            assert not rewritten, f"the rerun rewrote {rewritten} modules"
+            print(f"xz      {len(subset)} modules, {sum(os.path.getsize(f) for f in xz_files) / 1e6:.0f} MB "
+                  f"compressed | baseline: one xz process compressing them {baseline} | skm_sign host mode "
+                  f"(decompress, sign, recompress) {first} = {first.seconds / baseline.seconds:.2f}x the baseline, "
+                  f"{first.cpu / first.seconds:.1f} cores busy | rerun {again} = "
+                  f"{again.seconds / baseline.seconds:.3f}x the baseline, {first.seconds / again.seconds:.0f}x faster "
+                  f"than the first run, 0 of {len(subset)} files rewritten (inode, mtime) | {load()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -1,8 +1,10 @@
-"""What the benchmarks share: the collection on sys.path, a timer, the hash used with each key kind."""
+"""What the benchmarks share: the collection on sys.path, timers, the hash used with each key kind."""
 
 from __future__ import annotations
 
+import os
 import pathlib
+import resource
 import sys
 import time
 
@@ -20,3 +22,31 @@ def timed(func):
     start = time.perf_counter()
     result = func()
     return time.perf_counter() - start, result
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that have been waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class Step:
+    """Wall and CPU seconds of calling ``func`` after a ``sync`` (earlier steps' dirty pages are not charged to it).
+
+    The CPU seconds include forked workers and child processes (ansible-playbook and its module);
+    on a machine shared with other jobs they vary far less than the wall time.
+    """
+
+    def __init__(self, func):
+        os.sync()
+        cpu = cpu_seconds()
+        self.seconds, self.result = timed(func)
+        self.cpu = cpu_seconds() - cpu
+
+    def __str__(self) -> str:
+        return f"{self.seconds:.2f} s (cpu {self.cpu:.2f} s)"
+
+
+def load() -> str:
+    """The load average, to print beside numbers measured on a shared machine."""
+    return "load average %.1f %.1f %.1f" % os.getloadavg()

@@ -12,7 +12,10 @@ the private key never leaves the controller and no module crosses the network:
 
 1. survey (host, no ``cryptography`` needed): per module, the digest of its
    payload under the requested hash, a stat token, and, when its signature
-   names our certificate, that raw signature (and the digest it covers);
+   names our certificate, that raw signature (and the digest it covers).
+   A host that has ``cryptography`` checks a signature by our certificate
+   with the requested hash itself (public key only) and reports a valid one
+   as ``current``: a few dozen bytes per module on an idempotent rerun;
 2. decide and sign (controller): verify those signatures with the
    certificate, ``_signing.decide`` exactly as host mode does, and make a
    raw signature over each digest that needs one (key loaded once, every core);
@@ -76,16 +79,18 @@ def remove_stale_temps(temps, started, check_mode=False):
     return atomic.remove_stale_temps(temps, started, dry_run=check_mode)
 
 
-def batches(items, size=BATCH):
-    # type: (Sequence[Any], int) -> List[List[Any]]
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
-
-
-def run_batches(func, items, workers):
-    # type: (Any, Sequence[Any], int) -> List[Any]
-    """``func`` over ``items`` in batches on ``workers`` processes (0: twice the cores); flat, in order."""
+def run_batches(func, paths, workers):
+    # type: (Any, Sequence[str], int) -> List[Any]
+    """``func`` over module ``paths`` in batches (``signing.plan_batches``) on ``workers`` processes
+    (0: twice the cores); in the order of ``paths``."""
     workers = workers or 2 * default_workers()
-    return [out for chunk in map_files(lambda b: [func(i) for i in b], batches(items), workers, chunksize=1) for out in chunk]
+    planned = signing.plan_batches(paths, workers, BATCH)
+    done = map_files(lambda chunk: [func(paths[i]) for i in chunk], planned, workers, chunksize=1)
+    out = [None] * len(paths)  # type: List[Any]
+    for chunk, results in zip(planned, done):
+        for index, result in zip(chunk, results):
+            out[index] = result
+    return out
 
 
 # ---------------------------------------------------------------- the result
@@ -158,30 +163,43 @@ def unb64(text):
     return base64.b64decode(text.encode("ascii"))
 
 
-def survey_module(path, cert, hash_name):
-    # type: (str, CertificateId, str) -> Dict[str, Any]
+CURRENT = "current"   # survey state: validly signed by our certificate with the requested hash (checked on the host)
+
+
+def survey_module(path, cert, hash_name, public_key=None):
+    # type: (str, CertificateId, str, Optional[object]) -> Dict[str, Any]
     """Host side, step 1: what the controller needs to judge and sign one module (no crypto library).
 
     Keys: ``p`` path, ``t`` stat token, ``d`` digest of the payload under
     ``hash_name`` (binary values in base64), ``s`` state: ``unsigned``, ``ours`` (the signature names
     ``cert``: ``h`` its hash, ``g`` its raw signature, ``sd`` the digest it
     covers when ``h`` differs), ``unknown_key`` (``n`` the signer as text),
-    ``bad_signature``/``failed`` (``r`` the reason).
+    ``bad_signature``/``failed`` (``r`` the reason); with ``public_key``
+    (the certificate's, when the host has ``cryptography``) ``current``: ours,
+    with ``hash_name``, valid (nothing else is sent).
     """
     try:
         with signing.OpenModule(path) as module:
             payload, pkcs7 = module.payload, module.pkcs7
-            entry = {"p": path, "t": module.stat_token(), "d": b64(digest(payload, hash_name))}  # type: Dict[str, Any]
+            payload_digest = digest(payload, hash_name)
+            entry = {"p": path, "t": module.stat_token(), "d": b64(payload_digest)}  # type: Dict[str, Any]
             if pkcs7 is None:
                 entry["s"] = signing.UNSIGNED
                 return entry
+            raw, info = None, None
             for use_skid in (False, True):   # the signature exactly as we make it: no DER parsing
                 raw = own_signature(pkcs7, cert, hash_name, use_skid) if cert.skid or not use_skid else None
                 if raw is not None:
-                    entry.update(s="ours", h=hash_name, g=b64(raw))
-                    return entry
-            info = parse_signed_data(pkcs7, path)[0]
-            if info.has_signed_attributes:
+                    break
+            if raw is None:
+                info = parse_signed_data(pkcs7, path)[0]
+                if not info.has_signed_attributes and cert.matches(info.signer) and info.hash_name == hash_name:
+                    raw = info.signature
+            if raw is not None:
+                if public_key is not None and keys.verify_digest(public_key, raw, payload_digest, hash_name):
+                    return {"p": path, "s": CURRENT}
+                entry.update(s="ours", h=hash_name, g=b64(raw))
+            elif info.has_signed_attributes:
                 entry.update(s=signing.BAD_SIGNATURE, r="signed attributes (the kernel refuses them on module signatures)")
             elif cert.matches(info.signer):
                 entry.update(s="ours", h=info.hash_name, g=b64(info.signature))
@@ -198,7 +216,13 @@ def survey(paths, cert_der, hash_name, workers=0):
     # type: (Sequence[str], bytes, str, int) -> List[Dict[str, Any]]
     cert = certificate_id(cert_der)
     hash_name = hash_algorithm(hash_name).name
-    return run_batches(lambda path: survey_module(path, cert, hash_name), paths, workers)
+    public_key = None
+    if keys.HAS_CRYPTOGRAPHY:   # optional: check our own signatures here, send only "current" for them
+        try:
+            public_key = signing.TrustedCertificate.from_bytes(cert_der).public_key
+        except ModSignError:
+            public_key = None
+    return run_batches(lambda path: survey_module(path, cert, hash_name, public_key), paths, workers)
 
 
 def plan(entries, signing_key, replace_foreign):
@@ -214,7 +238,9 @@ def plan(entries, signing_key, replace_foreign):
         if state == signing.FAILED:
             planned.append((signing.Outcome(path, signing.FAILED, entry.get("r")), None))
             continue
-        if state == "ours":
+        if state == CURRENT:   # checked on the host with the certificate's public key
+            verdict = signing.Verdict(signing.TRUSTED, None, signing_key.hash_name, signing_key.certificate)
+        elif state == "ours":
             covered = unb64(entry.get("sd") or entry["d"])
             ok = keys.verify_digest(signing_key.trusted.public_key, unb64(entry["g"]), covered, entry["h"])
             verdict = signing.Verdict(signing.TRUSTED if ok else signing.BAD_SIGNATURE, None, entry["h"],
@@ -332,7 +358,9 @@ def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0):
     if use_skid and cert.skid is None:
         raise ModSignError("the certificate has no subjectKeyIdentifier; cannot name the signer by SKID")
     workers = workers or 2 * default_workers()
-    done = map_files(lambda b: _write_batch(b, cert, hash_name, use_skid), batches(requests), workers, chunksize=1)
+    planned = signing.plan_batches([r.get("p", "") for r in requests], workers, BATCH)
+    done = map_files(lambda chunk: _write_batch([requests[i] for i in chunk], cert, hash_name, use_skid),
+                     planned, workers, chunksize=1)
     atomic.finish_closes()
     atomic.flush_directories(directory for _made, directories in done for directory in directories)
     return dict((path, reason) for made, _directories in done for path, reason in made if reason is not None)

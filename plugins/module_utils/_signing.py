@@ -386,22 +386,57 @@ def sign_module_file(path, signing_key, replace_foreign=False, check_mode=False)
         finish_closes()
 
 
+def _size(path):
+    # type: (str) -> int
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def plan_batches(paths, workers, batch=32):
+    # type: (Sequence[str], int, int) -> List[List[int]]
+    """Indexes of ``paths`` in work batches, largest files first, so that no core is left with a long tail.
+
+    A batch holds up to ``batch`` files and about 1/(8 x workers) of all the
+    bytes (a big module, costly to recompress, goes alone); the workers take
+    the batches in order (longest processing time first).
+    """
+    sizes = [_size(path) for path in paths]
+    budget = max(1, sum(sizes) // max(1, 8 * workers))
+    batches, current, current_bytes = [], [], 0  # type: List[List[int]], List[int], int
+    for index in sorted(range(len(paths)), key=lambda i: -sizes[i]):
+        if current and (len(current) >= batch or current_bytes + sizes[index] > budget):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(index)
+        current_bytes += sizes[index]
+    if current:
+        batches.append(current)
+    return batches
+
+
 def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=False, workers=0, batch=32):
     # type: (Sequence[str], SigningKey, bool, bool, int, int) -> List[Outcome]
     """Sign many module files on every core; outcomes in the order of ``paths``.
 
-    Files are handled in batches so that one filesystem flush makes a whole
-    batch's new content durable before its renames (see ``AtomicBatch``); the
-    renamed directory entries are flushed once at the end. By default twice as
-    many processes as cores, so that one computes while another waits for the disk.
+    Files are handled in batches (see ``plan_batches``) so that one filesystem
+    flush makes a whole batch's new content durable before its renames (see
+    ``AtomicBatch``); the renamed directory entries are flushed once at the
+    end. By default twice as many processes as cores, so that one computes
+    while another waits for the disk.
     """
     workers = workers or 2 * default_workers()
-    batches = [list(paths[i:i + batch]) for i in range(0, len(paths), batch)]
-    results = map_files(lambda chunk: _sign_batch(chunk, signing_key, replace_foreign, check_mode, False),
-                        batches, workers, chunksize=1)
+    batches = plan_batches(paths, workers, batch)
+    results = map_files(lambda chunk: _sign_batch([paths[i] for i in chunk], signing_key, replace_foreign,
+                                                  check_mode, False), batches, workers, chunksize=1)
     finish_closes()
     flush_directories(directory for _outcomes, directories in results for directory in directories)
-    return [outcome for outcomes, _directories in results for outcome in outcomes]
+    outcomes = [None] * len(paths)  # type: List[Optional[Outcome]]
+    for chunk, (chunk_outcomes, _directories) in zip(batches, results):
+        for index, outcome in zip(chunk, chunk_outcomes):
+            outcomes[index] = outcome
+    return outcomes  # type: ignore[return-value]
 
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")

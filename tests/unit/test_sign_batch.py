@@ -109,12 +109,22 @@ def test_write_step_refuses_a_module_changed_after_the_survey(states):
     assert path.read_bytes() == bytes(data)
 
 
-def test_survey_sends_no_module_bytes_and_little_else(states):
+@pytest.mark.parametrize("host_has_cryptography", [True, False])
+def test_survey_sends_no_module_bytes_and_little_else(states, monkeypatch, host_has_cryptography):
     key, made = states
-    entries = batch.survey(sorted(str(p) for p in made), key.certificate.der, key.hash_name)
+    monkeypatch.setattr(batch.keys, "HAS_CRYPTOGRAPHY", host_has_cryptography)
+    paths = sorted(made)
+    entries = batch.survey([str(p) for p in paths], key.certificate.der, key.hash_name)
     for entry in entries:
         assert len(repr(entry)) < 1024, entry
-    assert {e["s"] for e in entries} == {"unsigned", "ours", "unknown_key", "failed"}
+    # With cryptography the host checks our own signatures itself and sends only the path for a valid one.
+    expected = {"unsigned": "unsigned", "current": "current" if host_has_cryptography else "ours",
+                "other_hash": "ours", "foreign": "unknown_key", "bad": "ours", "corrupt": "failed"}
+    assert [e["s"] for e in entries] == [expected[made[p]] for p in paths]
+    assert all(len(repr(e)) < 200 for e in entries if e["s"] == "current")
+    planned = batch.plan(entries, key, False)
+    assert statuses(o for o, _e in planned) == statuses(signing.sign_module_files([str(p) for p in paths], key,
+                                                                                  check_mode=True, workers=1))
 
 
 def test_expand_paths(tmp_path):
