@@ -25,9 +25,8 @@ from ansible_collections.skm.modsign.plugins.module_utils import _der as der
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import format_serial, name_to_text
-from ansible_collections.skm.modsign.plugins.module_utils._verdicts import CacheUse, judge_paths
+from ansible_collections.skm.modsign.plugins.module_utils._verdicts import CacheUse, builtin_certificates_of, judge_paths
 
 STATES = (signing.TRUSTED, signing.UNSIGNED, signing.UNKNOWN_KEY, signing.BAD_SIGNATURE, signing.UNPARSEABLE)
 _OID_CN = "2.5.4.3"
@@ -95,19 +94,15 @@ def describe_certificate(cert_id, source):
             "fingerprint_sha256": cert_id.fingerprint, "source": source}
 
 
-def load_trusted(cert_files, images):
-    # type: (Sequence[str], Sequence[str]) -> Tuple[List[signing.TrustedCertificate], List[Dict[str, Any]]]
+def load_trusted(cert_files, images, cache_dir=None, write_cache=True):
+    # type: (Sequence[str], Sequence[str], Optional[str], bool) -> Tuple[List[signing.TrustedCertificate], List[Dict[str, Any]]]
     """Trusted certificates from files and from kernel images' built-in keyrings (unusable key types skipped)."""
     trusted, described = [], []
     seen = set()
     sources = [(der_bytes, path) for path in cert_files for der_bytes in certificates_in_file(path)]
     for image in images:
-        try:
-            with open(image, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            raise ModSignError("cannot read (%s)" % (exc.strerror or exc), image)
-        sources.extend((cert.der, "built into %s" % image) for cert in builtin_certificates(data, image))
+        sources.extend((cert.der, "built into %s" % image)
+                       for cert in builtin_certificates_of(image, cache_dir, write_cache))
     for der_bytes, source in sources:
         try:
             cert = signing.TrustedCertificate.from_bytes(der_bytes, source)

@@ -28,13 +28,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as cmdline
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes, read_text_if_exists
-from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_text_if_exists
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import CertificateId, name_to_text
 from ansible_collections.skm.modsign.plugins.module_utils._signing import (
     TRUSTED, TrustedCertificate, Verdict, describe_verdict, find_modules,
 )
-from ansible_collections.skm.modsign.plugins.module_utils._verdicts import CacheUse, judge_paths
+from ansible_collections.skm.modsign.plugins.module_utils._verdicts import CacheUse, builtin_certificates_of, judge_paths
 
 # The crypto a kernel needs built in (=y) to check a module signature.
 KEY_TYPE_OPTIONS = {"rsa": "CONFIG_CRYPTO_RSA", "ecdsa": "CONFIG_CRYPTO_ECDSA"}
@@ -171,8 +170,8 @@ class Keyrings(NamedTuple):
         return self.builtin + self.secondary + self.machine
 
 
-def keyrings(image, kconfig, secondary=(), mok=(), trust_mok=False, image_path=None):
-    # type: (bytes, Dict[str, str], Sequence[TrustedCertificate], Sequence[TrustedCertificate], bool, Optional[str]) -> Keyrings
+def keyrings(builtin_certs, kconfig, secondary=(), mok=(), trust_mok=False):
+    # type: (Sequence[CertificateId], Dict[str, str], Certificates, Certificates, bool) -> Keyrings
     """Which declared certificates this kernel trusts for modules, next to its built-in ones.
 
     Upstream 6.x verifies modules against the built-in and the secondary keyring;
@@ -181,7 +180,7 @@ def keyrings(image, kconfig, secondary=(), mok=(), trust_mok=False, image_path=N
     """
     builtin = []
     notes = []
-    for cert in builtin_certificates(image, image_path):
+    for cert in builtin_certs:
         try:
             builtin.append(TrustedCertificate.from_bytes(cert.der))
         except ModSignError as exc:
@@ -276,8 +275,7 @@ def check(root="/", kernel=None, ours=(), secondary=(), mok=(), trust_mok=False,
                            config_path)
     kconfig = read_kconfig(config_text)
     image_path = cmdline.under(root, "/boot/vmlinuz-%s" % kernel)
-    image = read_bytes(image_path, "the kernel image")
-    rings = keyrings(image, kconfig, secondary, mok, trust_mok, image_path)
+    rings = keyrings(builtin_certificates_of(image_path, cache_dir, write_cache), kconfig, secondary, mok, trust_mok)
     problems = []
     untrusted = untrusted_certificates(ours, rings)
     if untrusted:

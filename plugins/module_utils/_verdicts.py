@@ -23,7 +23,10 @@ set names the signer (unknown key), or the certificate that names it was tried b
 Otherwise the module is read and verified again. So the gate (kernel keyrings) and the
 audit (our certificates) share one file and one pass over the modules.
 
-The file is used only when it belongs to the user running and nobody else can write
+The certificates built into a kernel image are kept the same way, by the image file's identity, in a second
+file: finding them means decompressing the image.
+
+A cache file is used only when it belongs to the user running and nobody else can write
 it; otherwise it is ignored and replaced. Unparseable modules are never cached (a read
 error may pass).
 """
@@ -38,8 +41,10 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
+from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import map_files
-from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import SignerId
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import CertificateId, SignerId, certificate_id
 from ansible_collections.skm.modsign.plugins.module_utils._signing import (
     BAD_SIGNATURE, BAD_SIGNATURE_REASON, TRUSTED, UNKNOWN_KEY, UNPARSEABLE, UNSIGNED, TrustedCertificate, Verdict,
     verify_module,
@@ -47,6 +52,7 @@ from ansible_collections.skm.modsign.plugins.module_utils._signing import (
 
 FORMAT = 2
 CACHE_FILE = "verdicts.json"
+IMAGES_FILE = "builtin-certificates.json"
 
 Judged = List[Tuple[str, Verdict]]
 
@@ -110,7 +116,7 @@ def _answer(entry, trusted):
 
 def _load(cache_path):
     # type: (str) -> Tuple[Dict[str, Any], Optional[str]]
-    """The cache file's entries, or none and why they were not used (missing is no reason)."""
+    """A cache file's entries, or none and why they were not used (missing is no reason)."""
     try:
         fd = os.open(cache_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
@@ -128,7 +134,7 @@ def _load(cache_path):
         if fd >= 0:
             os.close(fd)
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
-        return {}, "%s ignored: not a verdict cache of format %d" % (cache_path, FORMAT)
+        return {}, "%s ignored: not a cache of format %d" % (cache_path, FORMAT)
     return data["entries"], None
 
 
@@ -138,6 +144,35 @@ def _save(cache_dir, cache_path, entries):
         os.makedirs(cache_dir, 0o700)
     data = json.dumps({"format": FORMAT, "entries": entries}, separators=(",", ":"), sort_keys=True)
     atomic_write(cache_path, data.encode("utf-8"), mode=0o600)
+
+
+def builtin_certificates_of(image_path, cache_dir=None, write_cache=True):
+    # type: (str, Optional[str], bool) -> List[CertificateId]
+    """The certificates built into the kernel image at ``image_path``.
+
+    Finding them means decompressing the image (about a second for a distribution kernel), so with a
+    ``cache_dir`` they are kept by the image file's identity, like the verdicts.
+    """
+    if not cache_dir:
+        return builtin_certificates(read_bytes(image_path, "the kernel image"), image_path)
+    cache_path = os.path.join(cache_dir, IMAGES_FILE)
+    entries, _note = _load(cache_path)
+    try:
+        identity, version = _identity(os.stat(image_path))
+    except OSError:
+        identity, version = "", []
+    cached = entries.get(identity)
+    if cached is not None and cached[0] == version:
+        return [certificate_id(bytes.fromhex(der_hex), image_path) for der_hex in cached[2]]
+    found = builtin_certificates(read_bytes(image_path, "the kernel image"), image_path)
+    if write_cache and identity:
+        _forget_gone(entries)
+        entries[identity] = [version, image_path, [cert.der.hex() for cert in found]]
+        try:
+            _save(cache_dir, cache_path, entries)
+        except (ModSignError, OSError):
+            pass        # a cache that cannot be kept costs time, not correctness
+    return found
 
 
 def _forget_gone(entries):

@@ -93,9 +93,11 @@ options:
         and which certificates its signature verified with), so that a later run reads and verifies only the
         modules that changed. A module counts as unchanged while its device, inode, size, mtime and ctime (ns)
         are the same; any write changes the ctime and a replaced file has a new inode.
-      - One file, C(verdicts.json), mode 0600, shared by M(skm.modsign.skm_module_info) and
-        M(skm.modsign.skm_enforce_gate). It is ignored (and replaced) when another user owns it or others may
-        write it. It is written only outside check mode.
+      - The certificates built into a kernel image are kept the same way (finding them means decompressing the
+        image).
+      - Two files, C(verdicts.json) and C(builtin-certificates.json), mode 0600, shared by
+        M(skm.modsign.skm_module_info) and M(skm.modsign.skm_enforce_gate). A file is ignored (and replaced) when
+        another user owns it or others may write it. They are written only outside check mode.
       - Unset - every module is read and verified.
     type: path
 notes:

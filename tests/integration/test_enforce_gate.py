@@ -106,6 +106,7 @@ def test_verdict_cache_answers_a_second_run_and_never_hides_a_changed_module(hos
     first = run_module("skm_enforce_gate", args)
     assert first["passed"] is True and first["verdict_cache"]["misses"] == total, first.get("msg")
     assert (cache / "verdicts.json").stat().st_mode & 0o777 == 0o600
+    assert (cache / "builtin-certificates.json").stat().st_mode & 0o777 == 0o600     # the image's, kept too
 
     second = run_module("skm_enforce_gate", args)
     assert second["passed"] is True and second["verdict_cache"] == dict(first["verdict_cache"], hits=total, misses=0)

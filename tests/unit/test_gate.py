@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.skm.modsign.plugins.module_utils import _gate as gate
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
 from ansible_collections.skm.modsign.plugins.module_utils._signing import TrustedCertificate
 
 
@@ -34,7 +35,7 @@ def test_debian_config_verdicts(kconfig):
 
 
 def test_keyrings_mok_needs_mok_list_trusted_rt(debian_kernel, kconfig, session_keys):
-    image = debian_kernel.vmlinuz.read_bytes()
+    image = builtin_certificates(debian_kernel.vmlinuz.read_bytes())
     ours = TrustedCertificate.from_file(str(session_keys("rsa2048").cert))
     plain = gate.keyrings(image, kconfig, mok=[ours])
     assert len(plain.builtin) >= 1 and plain.machine == [] and "MokListTrustedRT" in plain.notes[0]
