@@ -21,8 +21,10 @@ demo: bootstrap
 demo-local: bootstrap
 	bash scripts/demo.sh
 
-# pytest, then the molecule subset (mk/fleet.mk: the site scenario on two local podman images)
+# pytest, then the molecule subset (mk/fleet.mk: the site scenario on two local podman images, built while
+# pytest runs)
 test: bootstrap
+	$(MAKE) --no-print-directory molecule-test-images-start
 	$(PY) -m pytest -q -n 2 --dist loadfile tests/unit tests/integration
 	$(MAKE) --no-print-directory molecule-test
 
