@@ -13,6 +13,7 @@ secret could end up is searched for every form of it:
 Forms searched: the passphrase/password; the PEM private key's base64 lines; the key's DER (encrypted as
 written, and decrypted in PKCS#8 and traditional form), raw, in hex and in base64.
 skm_enforce_gate and skm_kernel_cmdline take no secret and read no key, so they are not run here.
+The roles: tests/integration/test_secret_leaks_roles.py.
 """
 
 from __future__ import annotations
@@ -173,6 +174,33 @@ def test_skm_kconfig_leaks_nothing(keyset, debian_kernel, tmp_path):
     results = LeakRun(tmp_path / "run", tasks, secrets_for(keyset, variables), [config.parent, keyset["dir"]],
                       keyset["files"], variables).run()
     assert results["case2"].get("failed") is True
+
+
+def test_skm_certificates_leaks_nothing(keyset, tmp_path):
+    """Shared key mode: the private key and the combined PEM reach the host through no_log options."""
+    host = tmp_path / "host"
+    generation = {"name": "20261123-120000", "certificate": "{{ leak_cert }}", "private_key": "{{ leak_key }}",
+                  "combined": CONTENT}
+    shared = {"path": str(host), "generations": [generation], "private_keys": "present"}
+    tasks = [
+        {"name": "shared, check+diff", "skm.modsign.skm_certificates": shared, "check_mode": True, "diff": True},
+        {"name": "shared, diff", "skm.modsign.skm_certificates": shared, "diff": True},
+        {"name": "shared again, diff", "skm.modsign.skm_certificates": shared, "diff": True},
+        {"name": "a key given with private_keys=absent", "skm.modsign.skm_certificates":
+            dict(shared, private_keys="absent"), "diff": True},
+        {"name": "present without the combined PEM", "skm.modsign.skm_certificates":
+            dict(shared, generations=[dict(generation, combined=None)])},
+        {"name": "back to controller mode: the keys removed", "skm.modsign.skm_certificates":
+            dict(shared, generations=[{"name": generation["name"], "certificate": "{{ leak_cert }}"}],
+                 private_keys="absent"), "diff": True},
+    ]
+    variables = variables_for(keyset, leak_key=keyset["key"].read_text(), leak_cert=keyset["cert"].read_text())
+    written = [host / generation["name"] / name for name in ("signing_key.key", "signing_key.pem")]
+    results = LeakRun(tmp_path / "run", tasks, secrets_for(keyset, variables), [host, keyset["dir"]],
+                      keyset["files"] + written, variables).run()
+    assert results["case1"]["changed"] is True and results["case2"]["changed"] is False
+    assert results["case3"].get("failed") is True and results["case4"].get("failed") is True
+    assert results["case5"]["changed"] is True and not any(p.exists() for p in written)
 
 
 def test_skm_module_info_leaks_nothing(keyset, scratch_modules, tmp_path):
