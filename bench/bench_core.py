@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,7 @@ def rewrite_tree(files: list[str], workers: int) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # run the cleanup (finally) when killed
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", default="rsa4096,p384", help="comma list of " + ",".join(HASH_FOR))
     parser.add_argument("--limit", type=int, default=0, help="use only the first N modules (0: all)")

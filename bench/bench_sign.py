@@ -27,6 +27,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,7 @@ def stat_ids(files: list[str]) -> dict:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # run the cleanup (finally) when killed
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--key", default="rsa4096", choices=sorted(HASH_FOR))
     parser.add_argument("--limit", type=int, default=0, help="only the first N modules (0: all)")
