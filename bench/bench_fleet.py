@@ -20,6 +20,7 @@ Every row also gives its wall time as a ratio to the baseline (defaults) of the 
 target is site-2nd within 3x the baseline on 30 hosts.
 
 Usage: bench/bench_fleet.py [--sizes 10,30] [--cases a,b] [--repeat 1] [--site] [--site-args '-e x=y'] [--keep]
+                            [--reuse]   (the fleet that is up, as earlier runs left it: second runs only)
 Results: a table on stdout and build/bench_fleet.json. Needs root and the images (make images).
 """
 from __future__ import annotations
@@ -190,6 +191,8 @@ def main() -> int:
     parser.add_argument("--site-args", default="", help="extra ansible-playbook arguments for site.yml")
     parser.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     parser.add_argument("--keep", action="store_true", help="leave the last fleet up")
+    parser.add_argument("--reuse", action="store_true",
+                        help="run on the fleet that is up (one size; its hosts keep what earlier runs did)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_fleet: needs root (rootful podman, ip netns)", file=sys.stderr)
@@ -199,7 +202,8 @@ def main() -> int:
     try:
         for size in sizes:
             started = time.monotonic()
-            fleet("up", str(size))
+            if not args.reuse:
+                fleet("up", str(size))
             up_s = round(time.monotonic() - started, 1)
             inventory = str(ROOT / "build" / "fleet" / "inventory.ini")
             print(f"fleet of {size} up in {up_s} s", flush=True)
@@ -209,7 +213,7 @@ def main() -> int:
                     continue
                 site_case = name.startswith("site")
                 extra = site_vars() + shlex.split(args.site_args) if site_case else []
-                if name == "site-mitogen-1st":      # a fresh fleet: the first run has everything to do again
+                if name == "site-mitogen-1st" and not args.reuse:   # a fresh fleet: everything to do again
                     fleet("up", str(size))
                 runs = [run_playbook(playbook, inventory, forks, settings, extra)
                         for _ in range(1 if site_case else args.repeat)]
@@ -224,12 +228,12 @@ def main() -> int:
                       f"  peak PSS {best['peak_pss_mib']:>7} MiB"
                       f"  largest {best['largest_process_mib']:>6} MiB  changed={best['changed']}"
                       f"  failed={best['failed']}  rc={best['rc']}  load={row['load_1min']}", flush=True)
-            if size != sizes[-1] or not args.keep:
+            if (size != sizes[-1] or not args.keep) and not args.reuse:
                 started = time.monotonic()
                 fleet("down")
                 print(f"fleet of {size} down in {time.monotonic() - started:.1f} s", flush=True)
     finally:
-        if not args.keep:
+        if not args.keep and not args.reuse:
             fleet("down")
     out = ROOT / "build" / "bench_fleet.json"
     out.parent.mkdir(parents=True, exist_ok=True)
