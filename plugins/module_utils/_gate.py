@@ -29,19 +29,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as cmdline
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._files import read_text_if_exists
+from ansible_collections.skm.modsign.plugins.module_utils._kconfig import HASH_CRYPTO, KEY_CRYPTO
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import CertificateId, name_to_text
 from ansible_collections.skm.modsign.plugins.module_utils._signing import (
     TRUSTED, TrustedCertificate, Verdict, describe_verdict, find_modules,
 )
 from ansible_collections.skm.modsign.plugins.module_utils._verdicts import CacheUse, builtin_certificates_of, judge_paths
-
-# The crypto a kernel needs built in (=y) to check a module signature.
-KEY_TYPE_OPTIONS = {"rsa": "CONFIG_CRYPTO_RSA", "ecdsa": "CONFIG_CRYPTO_ECDSA"}
-HASH_OPTIONS = {
-    "sha1": "CONFIG_CRYPTO_SHA1", "sha224": "CONFIG_CRYPTO_SHA256", "sha256": "CONFIG_CRYPTO_SHA256",
-    "sha384": "CONFIG_CRYPTO_SHA512", "sha512": "CONFIG_CRYPTO_SHA512",
-    "sha3-256": "CONFIG_CRYPTO_SHA3", "sha3-384": "CONFIG_CRYPTO_SHA3", "sha3-512": "CONFIG_CRYPTO_SHA3",
-}
 
 LabelledCertificate = Tuple[str, TrustedCertificate]
 Certificates = Sequence[TrustedCertificate]
@@ -131,14 +124,14 @@ def config_problems(kconfig, key_types, hashes):
     if kconfig.get("CONFIG_MODULE_SIG") != "y":
         problems.append("CONFIG_MODULE_SIG is not set: this kernel does not check module signatures at all")
     for key_type in sorted(set(key_types)):
-        option = KEY_TYPE_OPTIONS.get(key_type)
+        option = KEY_CRYPTO.get(key_type)
         if option is None:
             problems.append("%s keys cannot sign kernel modules" % key_type)
         elif kconfig.get(option) != "y":
             problems.append("%s keys need %s=y (this kernel has %s)"
                             % (key_type.upper(), option, _shown(kconfig.get(option))))
     for hash_name in sorted(set(hashes)):
-        option = HASH_OPTIONS.get(hash_name)
+        option = HASH_CRYPTO.get(hash_name)
         if option is None:
             problems.append("hash %s is not one the kernel verifies module signatures with" % hash_name)
         elif kconfig.get(option) != "y":

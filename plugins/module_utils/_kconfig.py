@@ -39,9 +39,12 @@ UNCHOSEN = "unchosen"
 HASH_CHOICES = ["SHA1", "SHA224", "SHA256", "SHA384", "SHA512", "SHA3_256", "SHA3_384", "SHA3_512"]
 KEY_TYPE_CHOICES = ["RSA", "ECDSA"]
 COMPRESS_CHOICES = ["NONE", "GZIP", "XZ", "ZSTD"]
-# The crypto a kernel must have built in (=y) to verify a module signature with that hash.
-HASH_CRYPTO = {"sha256": "CONFIG_CRYPTO_SHA256", "sha384": "CONFIG_CRYPTO_SHA512", "sha512": "CONFIG_CRYPTO_SHA512",
-               "sha3-256": "CONFIG_CRYPTO_SHA3", "sha3-384": "CONFIG_CRYPTO_SHA3", "sha3-512": "CONFIG_CRYPTO_SHA3"}
+# The crypto a kernel must have built in (=y) to verify a module signature with that hash (the gate reads it too).
+HASH_CRYPTO = {
+    "sha1": "CONFIG_CRYPTO_SHA1", "sha224": "CONFIG_CRYPTO_SHA256", "sha256": "CONFIG_CRYPTO_SHA256",
+    "sha384": "CONFIG_CRYPTO_SHA512", "sha512": "CONFIG_CRYPTO_SHA512",
+    "sha3-256": "CONFIG_CRYPTO_SHA3", "sha3-384": "CONFIG_CRYPTO_SHA3", "sha3-512": "CONFIG_CRYPTO_SHA3",
+}
 KEY_CRYPTO = {"rsa": "CONFIG_CRYPTO_RSA", "ecdsa": "CONFIG_CRYPTO_ECDSA"}
 # CONFIG_MODULE_SIG_SHA3_* came with Linux 6.7 (commit 446b1e0b7b39, "module: enable automatic module
 # signing with FIPS 202 SHA-3"); an older kernel's olddefconfig silently drops it.
