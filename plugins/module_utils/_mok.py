@@ -454,17 +454,13 @@ def console_steps(status, password_hint="the MOK password given to this task"):
             else "within %d seconds, or the boot continues and nothing changes" % status.timeout)
     steps = ["Reboot. Shim shows a blue screen 'Shim UEFI key management' with 'Press any key to perform "
              "MOK management' - press a key (%s)." % wait]
-    if status.state == PENDING:
-        steps += ["Choose 'Enroll MOK'.",
+    actions = {PENDING: ("Enroll MOK", "Enroll"), PENDING_DELETE: ("Delete MOK", "Delete")}
+    if status.state in actions:
+        menu, verb = actions[status.state]
+        steps += ["Choose '%s'." % menu,
                   "Choose 'View key 0' and check the fingerprint %s (%s), then 'Continue'."
                   % (status.fingerprint, status.subject),
-                  "At 'Enroll the key(s)?' choose 'Yes'.",
-                  "Type %s at the 'Password:' prompt." % password_hint]
-    elif status.state == PENDING_DELETE:
-        steps += ["Choose 'Delete MOK'.",
-                  "Choose 'View key 0' and check the fingerprint %s (%s), then 'Continue'."
-                  % (status.fingerprint, status.subject),
-                  "At 'Delete the key(s)?' choose 'Yes'.",
+                  "At '%s the key(s)?' choose 'Yes'." % verb,
                   "Type %s at the 'Password:' prompt." % password_hint]
     if status.trust_mok_pending:
         steps += ["Choose the MOK trust entry (shim's 'Enable/Disable MOK trust' request), answer 'Yes', and "
