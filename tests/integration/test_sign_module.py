@@ -7,8 +7,10 @@ Each case runs check mode, for real, check mode again and for real again, as com
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
+import time
 
 import pytest
 
@@ -36,15 +38,21 @@ def test_rsa_host_mode_matches_sign_file_and_is_idempotent(tree, session_keys, s
             "replace_foreign": True}
     before = tree.snapshot()
     unsigned_before = [p for p in tree.files if parse_signature(decompressed(p)).pkcs7 is None]
+    # What a run killed an hour ago left beside a module (see _atomic.remove_stale_temps).
+    stale = tree.stripped[0].parent / f".{tree.stripped[0].name}.k1ll3d_x.~skm~"
+    stale.write_bytes(b"half a module")
+    os.utime(stale, (time.time() - 3600,) * 2)
 
     dry = run_module("skm_sign", args, check=True, diff=True)
     assert dry["changed"] and not dry.get("failed"), dry["msg"]
     assert tree.snapshot() == before, "check mode wrote a module"
+    assert dry["stale_temps_removed"] == 1 and stale.exists(), "check mode must only count stale temporary files"
     assert dry["counts"]["total"] == len(tree.files)
     assert str(tree.stripped[0]) in dry["diff"]["before"]
 
     done = run_module("skm_sign", args)
     assert done["changed"] and not done.get("failed"), done["msg"]
+    assert done["stale_temps_removed"] == 1 and not stale.exists()
     # Every module Debian had signed is reported foreign and replaced; every unsigned one is signed.
     assert as_paths(done["signed"]) == sorted(unsigned_before)
     assert {f["action"] for f in done["foreign"]} == {"replaced"}
@@ -65,6 +73,7 @@ def test_rsa_host_mode_matches_sign_file_and_is_idempotent(tree, session_keys, s
     for result in (again_dry, again):
         assert not result["changed"], result["msg"]
         assert result["counts"]["already_signed"] == len(tree.files)
+        assert result["stale_temps_removed"] == 0
     assert tree.snapshot() == signed_state
     assert stat_ids(tree.files) == ids, "an already signed module was rewritten"
 
