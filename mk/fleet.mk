@@ -8,7 +8,8 @@
 #                      converge, idempotence, verify, destroy), one after the other, podman driver, local
 #                      images, systemd as PID 1, no network: site, smoke and one per role - signing_key, dkms,
 #                      mok, enforce, report, kernel_build. MOLECULE_SCENARIOS="mok enforce" runs a subset.
-#                      Time here (2 cores, load 10-30): 4-8 min per scenario, about 30-40 min for all eight.
+#                      Time here (2 cores): all eight 16.5 min at load ~18 (0.5-2.5 min each), 4-8 min each at load 10-30
+#                      two at a time; make molecule-rest 5.5 min at load 1-2.
 #   make molecule-test the subset `make test` runs: MOLECULE_TEST (site: playbooks/site.yml over a DKMS EFI-like
 #                      host and a RHEL-style host), building only the images it needs (MOLECULE_TEST_IMAGES)
 #   make molecule-rest every other scenario, most valuable first (what `make test` leaves out; .ci/run runs it).
