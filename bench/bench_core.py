@@ -4,7 +4,8 @@
 Not a test: it prints numbers for the issue notes. Steps, all on the same machine in one run:
   1. unpack Debian's linux-image (cached), copy its modules twice and strip their signatures
      with our core (the kernel's sign-file only appends);
-  2. sign copy A with a sequential `sign-file` loop (what DKMS / Arch-SKM / make modules_install do);
+  2. sign copy A with a sequential `sign-file` loop (what DKMS / Arch-SKM / make modules_install do),
+     and a final sync (sign-file does not fsync; the core's result is durable);
   3. sign copy B with the core on every core (key loaded once, forked workers);
   4. re-check the signed tree B (the idempotent re-run: verify, change nothing);
   5. floors: sha512 over all payload bytes (one core); the private-key operations alone (4023
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import pathlib
 import shutil
 import signal
@@ -51,16 +53,18 @@ def stripped_copy(source: pathlib.Path, dest: pathlib.Path) -> list[str]:
 
 
 def sign_file_loop(files: list[str], key, hash_name: str) -> None:
+    """sign-file on each module, then one sync: its output durable too, as the core's is."""
     for path in files:
         subprocess.run([SIGN_FILE, hash_name, str(key.key), str(key.cert), path], check=True)
+    os.sync()
 
 
 def _rewrite_batch(paths: list[str]) -> list[str]:
     """Replace each file by itself the way the core writes (same batch size and durability)."""
     batch = atomic.AtomicBatch(durable=False)
     for path in paths:
-        with signing.OpenModule(path) as module:
-            batch.add(path, (module.payload,), hold=module.hold())
+        fd = os.open(path, os.O_RDONLY)
+        batch.add(path, os.read(fd, os.fstat(fd).st_size + 1), hold=fd)
     assert not batch.commit()
     return sorted(batch.directories)
 
