@@ -47,6 +47,7 @@ TEMP_SUFFIX = ".~skm~"
 _TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 TEMP_NAME = re.compile(r"\A\..+\.[a-z0-9_]{8}\.~skm~\Z", re.DOTALL)
 STALE_AGE = 1.0   # seconds before the run started; see the module docstring
+CLOSE_QUEUE = 256  # descriptors waiting for a background close, at most (per process)
 
 Chunks = Union[bytes, bytearray, memoryview, Sequence[Union[bytes, bytearray, memoryview]]]
 
@@ -246,7 +247,7 @@ class _Closer:
     def __init__(self):
         # type: () -> None
         self.pid = os.getpid()
-        self._queue = queue.Queue(256)   # bounded: at most this many descriptors wait
+        self._queue = queue.Queue(CLOSE_QUEUE)   # bounded: at most this many descriptors wait
         self._threads = []  # type: List[threading.Thread]
 
     def _run(self):

@@ -46,7 +46,7 @@ from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
 from ansible_collections.skm.modsign.plugins.module_utils._trailer import trailer
 
 _GLOB_CHARS = ("*", "?", "[")
-BATCH = 32   # modules per work item (one durability flush per batch, see _atomic.AtomicBatch)
+BATCH = 128   # modules per work item at most (one durability flush per batch, see signing.plan_batches)
 
 
 # ---------------------------------------------------------------- which files
@@ -84,7 +84,7 @@ def run_batches(func, paths, workers):
     """``func`` over module ``paths`` in batches (``signing.plan_batches``) on ``workers`` processes
     (0: twice the cores); in the order of ``paths``."""
     workers = workers or 2 * default_workers()
-    planned = signing.plan_batches(paths, workers, BATCH)
+    planned = signing.plan_batches(paths, workers, signing.fd_limited(BATCH))
     done = map_files(lambda chunk: [func(paths[i]) for i in chunk], planned, workers, chunksize=1)
     out = [None] * len(paths)  # type: List[Any]
     for chunk, results in zip(planned, done):
@@ -358,7 +358,7 @@ def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0):
     if use_skid and cert.skid is None:
         raise ModSignError("the certificate has no subjectKeyIdentifier; cannot name the signer by SKID")
     workers = workers or 2 * default_workers()
-    planned = signing.plan_batches([r.get("p", "") for r in requests], workers, BATCH)
+    planned = signing.plan_batches([r.get("p", "") for r in requests], workers, signing.fd_limited(BATCH))
     done = map_files(lambda chunk: _write_batch([requests[i] for i in chunk], cert, hash_name, use_skid),
                      planned, workers, chunksize=1)
     atomic.finish_closes()

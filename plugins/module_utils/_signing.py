@@ -18,10 +18,15 @@ __metaclass__ = type
 import os
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+try:
+    import resource
+except ImportError:  # not a Unix
+    resource = None  # type: ignore[assignment]
+
 from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import (
-    TEMP_SUFFIX, AtomicBatch, finish_closes, flush_directories, is_temp_name,
+    CLOSE_QUEUE, TEMP_SUFFIX, AtomicBatch, finish_closes, flush_directories, is_temp_name,
 )
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
@@ -394,21 +399,47 @@ def _size(path):
         return 0
 
 
-def plan_batches(paths, workers, batch=32):
+MIN_BATCH = 4
+
+
+def fd_limited(batch):
+    # type: (int) -> int
+    """``batch``, lowered if need be so that a batch's descriptors fit the open-file limit.
+
+    A module in a batch holds two (its temporary file and the original, see
+    ``AtomicBatch``); up to ``_atomic.CLOSE_QUEUE`` more wait to be closed.
+    """
+    if resource is None:
+        return batch
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ValueError, OSError):
+        return batch
+    if soft == resource.RLIM_INFINITY:
+        return batch
+    return max(MIN_BATCH, min(batch, (soft - CLOSE_QUEUE - 64) // 2))
+
+
+def plan_batches(paths, workers, batch=128):
     # type: (Sequence[str], int, int) -> List[List[int]]
     """Indexes of ``paths`` in work batches, largest files first, so that no core is left with a long tail.
 
-    A batch holds up to ``batch`` files and about 1/(8 x workers) of all the
-    bytes (a big module, costly to recompress, goes alone); the workers take
-    the batches in order (longest processing time first).
+    A batch holds up to ``batch`` files, about 1/(8 x workers) of all the
+    bytes (a big module, costly to recompress, goes alone) and, towards the
+    end, half the remaining files' share of one worker (the last batches are
+    small); the workers take the batches in order (longest processing time
+    first). Each batch costs one filesystem flush, so the first ones are big.
     """
     sizes = [_size(path) for path in paths]
     budget = max(1, sum(sizes) // max(1, 8 * workers))
     batches, current, current_bytes = [], [], 0  # type: List[List[int]], List[int], int
-    for index in sorted(range(len(paths)), key=lambda i: -sizes[i]):
-        if current and (len(current) >= batch or current_bytes + sizes[index] > budget):
+    limit = batch
+    for done, index in enumerate(sorted(range(len(paths)), key=lambda i: -sizes[i])):
+        if current and (len(current) >= limit or current_bytes + sizes[index] > budget):
             batches.append(current)
             current, current_bytes = [], 0
+        if not current:
+            limit = max(MIN_BATCH, min(batch, (len(paths) - done) // (2 * max(1, workers))))
         current.append(index)
         current_bytes += sizes[index]
     if current:
@@ -416,7 +447,7 @@ def plan_batches(paths, workers, batch=32):
     return batches
 
 
-def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=False, workers=0, batch=32):
+def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=False, workers=0, batch=128):
     # type: (Sequence[str], SigningKey, bool, bool, int, int) -> List[Outcome]
     """Sign many module files on every core; outcomes in the order of ``paths``.
 
@@ -427,7 +458,7 @@ def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=Fals
     while another waits for the disk.
     """
     workers = workers or 2 * default_workers()
-    batches = plan_batches(paths, workers, batch)
+    batches = plan_batches(paths, workers, fd_limited(batch))
     results = map_files(lambda chunk: _sign_batch([paths[i] for i in chunk], signing_key, replace_foreign,
                                                   check_mode, False), batches, workers, chunksize=1)
     finish_closes()
