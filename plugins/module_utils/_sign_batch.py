@@ -82,8 +82,8 @@ def remove_stale_temps(temps, started, check_mode=False):
 def run_batches(func, paths, workers):
     # type: (Any, Sequence[str], int) -> List[Any]
     """``func`` over module ``paths`` in batches (``signing.plan_batches``) on ``workers`` processes
-    (0: twice the cores); in the order of ``paths``."""
-    workers = workers or 2 * default_workers()
+    (0: ``signing.worker_count``); in the order of ``paths``."""
+    workers = signing.worker_count(paths, workers)
     planned = signing.plan_batches(paths, workers, signing.fd_limited(BATCH))
     done = map_files(lambda chunk: [func(paths[i]) for i in chunk], planned, workers, chunksize=1)
     out = [None] * len(paths)  # type: List[Any]
@@ -357,8 +357,9 @@ def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0):
     hash_name = hash_algorithm(hash_name).name
     if use_skid and cert.skid is None:
         raise ModSignError("the certificate has no subjectKeyIdentifier; cannot name the signer by SKID")
-    workers = workers or 2 * default_workers()
-    planned = signing.plan_batches([r.get("p", "") for r in requests], workers, signing.fd_limited(BATCH))
+    paths = [r.get("p", "") for r in requests]
+    workers = signing.worker_count(paths, workers)
+    planned = signing.plan_batches(paths, workers, signing.fd_limited(BATCH))
     done = map_files(lambda chunk: _write_batch([requests[i] for i in chunk], cert, hash_name, use_skid),
                      planned, workers, chunksize=1)
     atomic.finish_closes()

@@ -400,6 +400,18 @@ def _size(path):
 
 
 MIN_BATCH = 4
+COMPRESSED_SUFFIXES = (".xz", ".gz", ".zst")
+
+
+def worker_count(paths, workers=0):
+    # type: (Sequence[str], int) -> int
+    """``workers``, or the default: one process per core when most modules are compressed
+    (recompressing is pure CPU and two compressors per core thrash its cache), else two per
+    core (one computes while the other waits for the disk)."""
+    if workers:
+        return workers
+    compressed = sum(1 for path in paths if path.endswith(COMPRESSED_SUFFIXES))
+    return default_workers() * (1 if 2 * compressed > len(paths) else 2)
 
 
 def fd_limited(batch):
@@ -454,10 +466,9 @@ def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=Fals
     Files are handled in batches (see ``plan_batches``) so that one filesystem
     flush makes a whole batch's new content durable before its renames (see
     ``AtomicBatch``); the renamed directory entries are flushed once at the
-    end. By default twice as many processes as cores, so that one computes
-    while another waits for the disk.
+    end. ``workers``: see ``worker_count``.
     """
-    workers = workers or 2 * default_workers()
+    workers = worker_count(paths, workers)
     batches = plan_batches(paths, workers, fd_limited(batch))
     results = map_files(lambda chunk: _sign_batch([paths[i] for i in chunk], signing_key, replace_foreign,
                                                   check_mode, False), batches, workers, chunksize=1)

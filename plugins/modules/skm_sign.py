@@ -118,7 +118,8 @@ options:
   workers:
     description:
       - Number of processes on the host. V(0) - twice the number of cores (one computes while another waits for
-        the disk). The controller in controller mode signs on all its cores.
+        the disk), or one per core when most modules are compressed (recompressing is pure CPU). The controller
+        in controller mode signs on all its cores.
     type: int
     default: 0
   controller_request:
