@@ -11,7 +11,7 @@ Not a test: it prints numbers for the issue notes. Steps, on one machine in one 
          (xz -T1 --check=crc32 --lzma2=dict=1MiB, the kernel's flags) compressing every stripped module;
          then host mode signs (decompress, sign, recompress on every core) and reruns, which must not
          rewrite (so not recompress) any file: inode and mtime unchanged.
-Every timed step starts after a sync; CPU seconds (all child processes) are printed beside wall seconds.
+Every timed step starts after a sync, its tree read into the page cache (benchlib.warm); CPU seconds (all child processes) are printed beside wall seconds.
 A step that creates files waits until 60 s after the last step that replaced many (benchlib.settle:
 ext4 scans past inodes freed less than 60 s ago); trees are deleted only at the end.
 Targets (issue 4): host within 1.5x of core; rerun within 2x of the floor; controller < 2 KiB/module.
@@ -35,7 +35,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from benchlib import HASH_FOR, Step, churned, load, settle  # noqa: E402  (puts the collection on sys.path)
+from benchlib import HASH_FOR, Step, churned, load, settle, warm  # noqa: E402  (puts the collection on sys.path)
 
 from ansible_collections.skm.modsign.plugins.module_utils import _parallel as parallel  # noqa: E402
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing  # noqa: E402
@@ -132,6 +132,7 @@ def main() -> int:
         print(f"floor   sha512 over every module's bytes (page cache), one core: {floor}")
 
         files = stripped_copy(sources, base, work / "core")
+        warm(files)
         signing_key = signing.SigningKey.from_files(str(key.key), str(key.cert), hash_name=hash_name)
         core = Step(lambda: signing.sign_module_files(files, signing_key))
         churned()
@@ -142,8 +143,9 @@ def main() -> int:
         empty, _ = playbook(work, dict(sign_args, path=str(work / "nothing*")))
         print(f"ansible ansible-playbook with nothing to sign (fixed start-up cost): {empty}")
         if "host" not in skip:
-            stripped_copy(sources, base, work / "host")
+            host_files = stripped_copy(sources, base, work / "host")
             settle()
+            warm(host_files)
             host, result = playbook(work, sign_args)
             churned()
             assert result["counts"]["signed"] == n, result["counts"]
@@ -156,8 +158,9 @@ def main() -> int:
         if "ctrl" not in skip:
             python, log = wire_logger(work)
             ctrl_args = dict(sign_args, path=str(work / "ctrl"), key_location="controller")
-            stripped_copy(sources, base, work / "ctrl")
+            ctrl_files = stripped_copy(sources, base, work / "ctrl")
             settle()
+            warm(ctrl_files)
             ctrl, result = playbook(work, ctrl_args, python)
             churned()
             assert result["counts"]["signed"] == n, result["counts"]
@@ -174,11 +177,13 @@ def main() -> int:
         if args.xz:
             subset = sources[:args.xz] if args.xz > 0 else sources
             plain = stripped_copy(subset, base, work / "xz")
+            warm(plain)
             baseline = Step(lambda: xz_one_process(plain, work))
             xz_files = baseline.result
             churned()   # xz replaced every .ko by a .ko.xz
             xz_args = dict(sign_args, path=str(work / "xz"))
             settle()
+            warm(xz_files)
             first, result = playbook(work, xz_args)
             churned()
             assert result["counts"]["signed"] == len(subset), result["counts"]

@@ -11,7 +11,8 @@ by a test drop-in whose sign_file names a missing binary - dkms then prints "mod
 builds unsigned modules, as an old DKMS does; reading /etc/dkms/<module>.conf and running POST_BUILD are
 the real dkms's. Everything else is real.
 
-The machine is left as it was: the role's state=absent, dkms remove, and a snapshot comparison of
+Two test runs on one machine take turns: the fixture holds an flock on HOST_LOCK for the whole module
+(dkms, /etc/dkms and /usr/src are host-wide). The machine is left as it was: the role's state=absent, dkms remove, and a snapshot comparison of
 /etc/dkms, /var/lib/dkms, /usr/src, /lib/modules/<kver>, /usr/local/libexec and /etc.
 
 The default run keeps the fast cases (no module build); the DKMS builds (about 15 s each) run with
@@ -20,6 +21,7 @@ The default run keeps the fast cases (no module build); the DKMS builds (about 1
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
@@ -48,6 +50,7 @@ HOOK = LIBEXEC / "dkms-post-build"
 PASSFILE = pathlib.Path("/etc/skm-modsign/dkms-signing-key.pass")
 PASSPHRASE = "dkms wrapper passphrase 0815"
 RM = {"xz": [], "gzip": [], "zstd": ["--rm"]}   # xz and gzip replace their input by default
+HOST_LOCK = pathlib.Path("/run/lock/skm-modsign-test-dkms.lock")
 WATCHED = [pathlib.Path(p) for p in ("/etc/dkms", "/var/lib/dkms", "/usr/src", "/usr/local/libexec", "/etc/skm-modsign")]
 
 
@@ -117,6 +120,9 @@ def host(tmp_path_factory):
         pytest.skip("dkms builds and /etc/dkms need root")
     assert shutil.which("dkms"), "dkms missing: run scripts/bootstrap.sh"
     kver = _debian_kver()
+    HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(HOST_LOCK, "w")  # noqa: SIM115 - held until the fixture ends
+    fcntl.flock(lock, fcntl.LOCK_EX)   # another run on this machine finishes and cleans up first
     modules_dir = pathlib.Path(f"/lib/modules/{kver}")
     before = _snapshot(WATCHED)
     before_modules = set(os.listdir(modules_dir))
@@ -143,6 +149,7 @@ def host(tmp_path_factory):
             if str(directory) not in before and directory.exists() and not any(directory.iterdir()):
                 directory.rmdir()
         after = _snapshot(WATCHED)
+        lock.close()   # the snapshot is taken: the next run may start
         assert after == before, f"machine not restored: {sorted(set(after) ^ set(before))}"
         assert set(os.listdir(modules_dir)) == before_modules
 
