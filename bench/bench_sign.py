@@ -4,7 +4,8 @@
 Not a test: it prints numbers for the issue notes. Steps, on one machine in one run:
   floor  sha512 over every module's bytes (read from the page cache + hash, one core);
   core   the signing core itself: _signing.sign_module_files (forked via _parallel.map_files) on a stripped copy;
-  host   ansible-playbook -m skm_sign (host mode) on another stripped copy, then the idempotent rerun;
+  host   ansible-playbook -m skm_sign (host mode) on another stripped copy, then the idempotent rerun, and
+         reruns with verdict_cache (the first fills the cache, the second is answered from it);
   ctrl   the same in controller mode (key on the controller), then the rerun; bytes over the wire per
          module, measured by a wrapper interpreter that keeps what the host receives and sends;
   xz     the whole tree (--xz N: the first N modules; 0: skip) as .ko.xz: the baseline is ONE `xz` process
@@ -154,6 +155,14 @@ def main() -> int:
             print(f"host    sign {host} = {host.seconds / core.seconds:.2f}x core | idempotent rerun {rerun} = "
                   f"{rerun.seconds / floor.seconds:.2f}x floor ({(rerun.seconds - empty.seconds) / floor.seconds:.2f}x "
                   f"without the start-up); {host.seconds / rerun.seconds:.1f}x faster than signing | {load()}")
+            cached_args = dict(sign_args, verdict_cache=str(work / "verdict-cache"))
+            filled, result = playbook(work, cached_args)      # verifies every module, fills the cache
+            assert result["verdict_cache"]["misses"] == n and not result["changed"]
+            cached, result = playbook(work, cached_args)
+            assert result["verdict_cache"]["hits"] == n and not result["changed"]
+            print(f"host    rerun with verdict_cache: filling it {filled}, then {cached} = "
+                  f"{cached.seconds / floor.seconds:.2f}x floor, {host.seconds / cached.seconds:.1f}x faster than "
+                  f"signing | {load()}")
 
         if "ctrl" not in skip:
             python, log = wire_logger(work)

@@ -317,6 +317,7 @@ class AtomicBatch:
         self.durable = durable
         self.errors = {}  # type: Dict[str, ModSignError]
         self.directories = set()  # type: Set[str]
+        self.written = {}  # type: Dict[str, os.stat_result]   # each replaced file, as the rename left it
         self._pending = []  # type: List[Tuple[str, str, int, Optional[int]]]
 
     def add(self, path, data, hold=None):
@@ -361,6 +362,7 @@ class AtomicBatch:
         for path, tmp, fd, hold in pending:
             try:
                 os.rename(tmp, path)
+                self.written[path] = os.fstat(fd)
                 directories.add(os.path.dirname(os.path.abspath(path)))
             except OSError as exc:
                 _unlink_quietly(tmp)

@@ -16,7 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 try:
     import resource
@@ -373,13 +373,16 @@ def _sign_one(path, signing_key, replace_foreign, check_mode, batch):
 
 
 def _sign_batch(paths, signing_key, replace_foreign, check_mode, durable=True):
-    # type: (Sequence[str], SigningKey, bool, bool, bool) -> Tuple[List[Outcome], List[str]]
-    """Sign ``paths`` with one durability flush; the outcomes and the directories whose entries changed."""
+    # type: (Sequence[str], SigningKey, bool, bool, bool) -> Tuple[List[Outcome], List[str], Dict[str, os.stat_result]]
+    """Sign ``paths`` with one durability flush.
+
+    Returns the outcomes, the directories whose entries changed and the stat of each file written.
+    """
     batch = AtomicBatch(durable=durable)
     outcomes = [_sign_one(path, signing_key, replace_foreign, check_mode, batch) for path in paths]
     errors = batch.commit()
     return ([Outcome(o.path, FAILED, errors[o.path].cause) if o.path in errors and o.status != FAILED else o
-             for o in outcomes], sorted(batch.directories))
+             for o in outcomes], sorted(batch.directories), batch.written)
 
 
 def sign_module_file(path, signing_key, replace_foreign=False, check_mode=False):
@@ -459,25 +462,29 @@ def plan_batches(paths, workers, batch=128):
     return batches
 
 
-def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=False, workers=0, batch=128):
-    # type: (Sequence[str], SigningKey, bool, bool, int, int) -> List[Outcome]
+def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=False, workers=0, batch=128,
+                      written=None):
+    # type: (Sequence[str], SigningKey, bool, bool, int, int, Optional[Dict[str, os.stat_result]]) -> List[Outcome]
     """Sign many module files on every core; outcomes in the order of ``paths``.
 
     Files are handled in batches (see ``plan_batches``) so that one filesystem
     flush makes a whole batch's new content durable before its renames (see
     ``AtomicBatch``); the renamed directory entries are flushed once at the
-    end. ``workers``: see ``worker_count``.
+    end. ``workers``: see ``worker_count``. ``written``, when given, receives
+    the stat of each file written, taken right after its rename.
     """
     workers = worker_count(paths, workers)
     batches = plan_batches(paths, workers, fd_limited(batch))
     results = map_files(lambda chunk: _sign_batch([paths[i] for i in chunk], signing_key, replace_foreign,
                                                   check_mode, False), batches, workers, chunksize=1)
     finish_closes()
-    flush_directories(directory for _outcomes, directories in results for directory in directories)
+    flush_directories(directory for _outcomes, directories, _written in results for directory in directories)
     outcomes = [None] * len(paths)  # type: List[Optional[Outcome]]
-    for chunk, (chunk_outcomes, _directories) in zip(batches, results):
+    for chunk, (chunk_outcomes, _directories, chunk_written) in zip(batches, results):
         for index, outcome in zip(chunk, chunk_outcomes):
             outcomes[index] = outcome
+        if written is not None:
+            written.update(chunk_written)
     return outcomes  # type: ignore[return-value]
 
 

@@ -35,11 +35,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import os
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
+from ansible_collections.skm.modsign.plugins.module_utils import _cache_file as cache_file
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
 from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
@@ -62,12 +61,6 @@ class CacheUse(NamedTuple):
     hits: int
     misses: int
     note: Optional[str]     # why an existing cache file was not used or not written
-
-
-def _identity(st):
-    # type: (os.stat_result) -> Tuple[str, List[int]]
-    """The cache's key for a file (device and inode: symlinks and hard links share it) and its version."""
-    return "%d:%d" % (st.st_dev, st.st_ino), [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 # An entry, by identity: [version, a path it was seen at, what was learnt]; what was learnt:
@@ -114,38 +107,6 @@ def _answer(entry, trusted):
     return Verdict(UNKNOWN_KEY, signer, hash_name)
 
 
-def _load(cache_path):
-    # type: (str) -> Tuple[Dict[str, Any], Optional[str]]
-    """A cache file's entries, or none and why they were not used (missing is no reason)."""
-    try:
-        fd = os.open(cache_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return {}, None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return {}, "%s ignored: owned by another user or writable by others" % cache_path
-        with os.fdopen(fd, "rb") as handle:
-            fd = -1
-            data = json.loads(handle.read().decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        return {}, "%s ignored: %s" % (cache_path, exc)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
-        return {}, "%s ignored: not a cache of format %d" % (cache_path, FORMAT)
-    return data["entries"], None
-
-
-def _save(cache_dir, cache_path, entries):
-    # type: (str, str, Dict[str, Any]) -> None
-    if not os.path.isdir(cache_dir):
-        os.makedirs(cache_dir, 0o700)
-    data = json.dumps({"format": FORMAT, "entries": entries}, separators=(",", ":"), sort_keys=True)
-    atomic_write(cache_path, data.encode("utf-8"), mode=0o600)
-
-
 def builtin_certificates_of(image_path, cache_dir=None, write_cache=True):
     # type: (str, Optional[str], bool) -> List[CertificateId]
     """The certificates built into the kernel image at ``image_path``.
@@ -156,9 +117,9 @@ def builtin_certificates_of(image_path, cache_dir=None, write_cache=True):
     if not cache_dir:
         return builtin_certificates(read_bytes(image_path, "the kernel image"), image_path)
     cache_path = os.path.join(cache_dir, IMAGES_FILE)
-    entries, _note = _load(cache_path)
+    entries, _note = cache_file.load(cache_path, FORMAT)
     try:
-        identity, version = _identity(os.stat(image_path))
+        identity, version = cache_file.identity(os.stat(image_path))
     except OSError:
         identity, version = "", []
     cached = entries.get(identity)
@@ -166,25 +127,13 @@ def builtin_certificates_of(image_path, cache_dir=None, write_cache=True):
         return [certificate_id(bytes.fromhex(der_hex), image_path) for der_hex in cached[2]]
     found = builtin_certificates(read_bytes(image_path, "the kernel image"), image_path)
     if write_cache and identity:
-        _forget_gone(entries)
+        cache_file.forget_gone(entries)
         entries[identity] = [version, image_path, [cert.der.hex() for cert in found]]
         try:
-            _save(cache_dir, cache_path, entries)
+            cache_file.save(cache_path, FORMAT, entries)
         except (ModSignError, OSError):
             pass        # a cache that cannot be kept costs time, not correctness
     return found
-
-
-def _forget_gone(entries):
-    # type: (Dict[str, Any]) -> None
-    """Drop entries whose file is gone from where it was last seen (an old kernel removed)."""
-    for identity, entry in list(entries.items()):
-        try:
-            if _identity(os.stat(entry[1]))[0] == identity:
-                continue
-        except OSError:
-            pass
-        del entries[identity]
 
 
 def judge_paths(paths, trusted, workers=0, cache_dir=None, write_cache=True):
@@ -194,12 +143,12 @@ def judge_paths(paths, trusted, workers=0, cache_dir=None, write_cache=True):
         verdicts = map_files(lambda path: verify_module(path, trusted), list(paths), workers)
         return list(zip(paths, verdicts)), CacheUse(None, 0, len(paths), None)
     cache_path = os.path.join(cache_dir, CACHE_FILE)
-    entries, note = _load(cache_path)
+    entries, note = cache_file.load(cache_path, FORMAT)
     found = {}      # type: Dict[str, Verdict]
     seen = {}       # type: Dict[str, Tuple[str, List[int]]]
     for path in paths:
         try:
-            seen[path] = _identity(os.stat(path))
+            seen[path] = cache_file.identity(os.stat(path))
         except OSError:
             continue      # verify_module says why
         identity, version = seen[path]
@@ -211,7 +160,7 @@ def judge_paths(paths, trusted, workers=0, cache_dir=None, write_cache=True):
     misses = [path for path in paths if path not in found]
     found.update(zip(misses, map_files(lambda path: verify_module(path, trusted), misses, workers)))
     if write_cache and misses:
-        _forget_gone(entries)
+        cache_file.forget_gone(entries)
         for path in misses:
             if path in seen and found[path].state != UNPARSEABLE:
                 identity, version = seen[path]
@@ -219,7 +168,7 @@ def judge_paths(paths, trusted, workers=0, cache_dir=None, write_cache=True):
                 old_results = cached[2][-1] if cached is not None and cached[0] == version else {}
                 entries[identity] = [version, path, _learnt(found[path], old_results)]
         try:
-            _save(cache_dir, cache_path, entries)
+            cache_file.save(cache_path, FORMAT, entries)
         except (ModSignError, OSError) as exc:     # a cache that cannot be kept costs time, not correctness
             note = "%s not written: %s" % (cache_path, getattr(exc, "cause", None) or exc)
     return [(path, found[path]) for path in paths], CacheUse(cache_path, len(paths) - len(misses), len(misses), note)

@@ -122,6 +122,18 @@ options:
         in controller mode signs on all its cores.
     type: int
     default: 0
+  verdict_cache:
+    description:
+      - A directory on the host for a cache of the modules this certificate already signed with this hash, so that a
+        re-run reads and verifies only the modules that changed. A module counts as unchanged while its device,
+        inode, size, mtime and ctime (ns) are the same as when it was verified or written; any write changes the
+        ctime and a replaced file has a new inode. Foreign, unsigned and failed modules are never cached.
+      - One file, C(signed.json), mode 0600; ignored (and replaced) when another user owns it or others may write
+        it; written only outside check mode. M(skm.modsign.skm_enforce_gate) and M(skm.modsign.skm_module_info)
+        never read it, so the same directory can serve all three.
+      - Host mode only; in controller mode every module is surveyed.
+      - Unset - every module is read and its signature verified.
+    type: path
   controller_request:
     description:
       - Internal. Set only by the skm_sign action plugin between the steps of controller mode; a task must not
@@ -229,6 +241,15 @@ stale_temps_removed:
   returned: always
   type: int
   sample: 0
+verdict_cache:
+  description: The cache file used (O(verdict_cache)), how many modules it answered and how many were read.
+  returned: when O(verdict_cache) is set in host mode
+  type: dict
+  contains:
+    path: {description: The cache file, type: str}
+    hits: {description: Modules answered from the cache (already signed, not read), type: int}
+    misses: {description: Modules read, type: int}
+    note: {description: Why the cache file was not used or not written (null when it was), type: str}
 key_location:
   description: Where the signing happened.
   returned: always
@@ -242,6 +263,7 @@ from ansible_collections.skm.modsign.plugins.module_utils import _sign_batch as 
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail, require_cryptography
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._signed_cache import SignedCache
 
 ARGUMENT_SPEC = dict(
     path=dict(type="list", elements="str", required=True, aliases=["paths"]),
@@ -256,6 +278,7 @@ ARGUMENT_SPEC = dict(
     signer_id=dict(type="str", choices=["issuer_serial", "skid"], default="issuer_serial"),
     replace_foreign=dict(type="bool", default=False),
     workers=dict(type="int", default=0),
+    verdict_cache=dict(type="path"),
     controller_request=dict(type="dict"),
 )
 MUTUALLY_EXCLUSIVE = [("key", "key_content"), ("cert", "cert_content")]
@@ -270,7 +293,18 @@ def sign_on_host(module, paths):
         module.fail_json(msg="key_content and cert_content are only for key_location=controller")
     signing_key = signing.SigningKey.from_files(p["key"], p["cert"], p["passphrase"], p["hash"],
                                                 use_skid=p["signer_id"] == "skid")
-    return signing.sign_module_files(paths, signing_key, p["replace_foreign"], module.check_mode, p["workers"])
+    if not p["verdict_cache"]:
+        return signing.sign_module_files(paths, signing_key, p["replace_foreign"], module.check_mode, p["workers"]), None
+    cache = SignedCache(p["verdict_cache"], signing_key.certificate.fingerprint, signing_key.hash_name)
+    known, rest = cache.split(paths)
+    written = {}
+    outcomes = signing.sign_module_files(rest, signing_key, p["replace_foreign"], module.check_mode, p["workers"],
+                                         written=written)
+    if not module.check_mode:
+        cache.learn(outcomes, written)
+        cache.note = cache.save() or cache.note
+    by_path = dict((outcome.path, outcome) for outcome in known + outcomes)
+    return [by_path[path] for path in paths], cache.report(len(paths))
 
 
 def controller_step(module, paths, removed):
@@ -310,11 +344,13 @@ def main():
         if p["key_location"] == "controller":
             module.fail_json(msg="key_location=controller runs through the skm.modsign.skm_sign action plugin; "
                                  "call the module as skm.modsign.skm_sign from a play or ad hoc")
-        outcomes = sign_on_host(module, paths)
+        outcomes, cache_use = sign_on_host(module, paths)
     except ModSignError as exc:
         fail(module, exc)
     result = batch.summarize(outcomes, module.check_mode)
     result["key_location"] = "host"
+    if cache_use is not None:
+        result["verdict_cache"] = cache_use
     result["stale_temps_removed"] = removed
     if module._diff:
         result["diff"] = batch.diff(result, module.check_mode)
