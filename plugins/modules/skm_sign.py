@@ -247,7 +247,7 @@ verdict_cache:
   type: dict
   contains:
     path: {description: The cache file, type: str}
-    hits: {description: Modules answered from the cache (already signed, not read), type: int}
+    hits: {description: "Modules answered from the cache: already signed, not read", type: int}
     misses: {description: Modules read, type: int}
     note: {description: Why the cache file was not used or not written (null when it was), type: str}
 key_location:
