@@ -24,7 +24,7 @@ from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSign
 from ansible_collections.skm.modsign.plugins.modules.skm_sign import ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE
 
 MODULE = "skm.modsign.skm_sign"
-HOST_ARGS = ("path", "hash", "signer_id", "workers")   # all the host ever receives in controller mode
+HOST_ARGS = ("path", "hash", "signer_id", "workers", "verdict_cache")   # all the host ever receives in controller mode
 
 
 class ActionModule(ActionBase):
@@ -98,6 +98,8 @@ class ActionModule(ActionBase):
         result = batch.summarize(batch.outcomes_after_write(planned, failures), self._task.check_mode)
         result["key_location"] = "controller"
         result["stale_temps_removed"] = survey.get("stale_temps_removed", 0)
+        if "verdict_cache" in survey:
+            result["verdict_cache"] = survey["verdict_cache"]
         if self._task.diff:
             result["diff"] = batch.diff(result, self._task.check_mode)
         message = batch.failure_message(result)

@@ -40,6 +40,7 @@ from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
+from ansible_collections.skm.modsign.plugins.module_utils._signed_cache import SignedCache
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
     CertificateId, build_signed_data, certificate_id, digest, hash_algorithm, own_signature, parse_signed_data,
 )
@@ -212,8 +213,9 @@ def survey_module(path, cert, hash_name, public_key=None):
         return {"p": path, "s": signing.FAILED, "r": exc.with_path(path).cause}
 
 
-def survey(paths, cert_der, hash_name, workers=0):
-    # type: (Sequence[str], bytes, str, int) -> List[Dict[str, Any]]
+def survey(paths, cert_der, hash_name, workers=0, cache=None):
+    # type: (Sequence[str], bytes, str, int, Optional[SignedCache]) -> List[Dict[str, Any]]
+    """Host side, step 1 for every module (see ``survey_module``); ``cache`` answers the unchanged ones as current."""
     cert = certificate_id(cert_der)
     hash_name = hash_algorithm(hash_name).name
     public_key = None
@@ -222,7 +224,15 @@ def survey(paths, cert_der, hash_name, workers=0):
             public_key = signing.TrustedCertificate.from_bytes(cert_der).public_key
         except ModSignError:
             public_key = None
-    return run_batches(lambda path: survey_module(path, cert, hash_name, public_key), paths, workers)
+    if cache is None:
+        return run_batches(lambda path: survey_module(path, cert, hash_name, public_key), paths, workers)
+    known, rest = cache.split(paths)
+    entries = dict((path, {"p": path, "s": CURRENT}) for path in known)
+    for entry in run_batches(lambda path: survey_module(path, cert, hash_name, public_key), rest, workers):
+        entries[entry["p"]] = entry
+        if entry["s"] == CURRENT:
+            cache.remember_verified(entry["p"])
+    return [entries[path] for path in paths]
 
 
 def plan(entries, signing_key, replace_foreign):
@@ -342,17 +352,20 @@ def _write_one(request, cert, hash_name, use_skid, batch):
 
 
 def _write_batch(requests, cert, hash_name, use_skid):
-    # type: (Sequence[Dict[str, str]], CertificateId, str, bool) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]
+    # type: (Sequence[Dict[str, str]], CertificateId, str, bool) -> Tuple[List[Tuple[str, Optional[str]]], List[str], Dict[str, os.stat_result]]
     batch = atomic.AtomicBatch(durable=False)
     made = [(r.get("p", ""), _write_one(r, cert, hash_name, use_skid, batch)) for r in requests]
     errors = batch.commit()
     return ([(path, errors[path].cause if reason is None and path in errors else reason) for path, reason in made],
-            sorted(batch.directories))
+            sorted(batch.directories), batch.written)
 
 
-def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0):
-    # type: (Sequence[Dict[str, str]], bytes, str, bool, int) -> Dict[str, str]
-    """Host side, step 3: write every requested module; returns the failures by path."""
+def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0, cache=None):
+    # type: (Sequence[Dict[str, str]], bytes, str, bool, int, Optional[SignedCache]) -> Dict[str, str]
+    """Host side, step 3: write every requested module; returns the failures by path.
+
+    ``cache`` records each module written (with its stat right after the rename).
+    """
     cert = certificate_id(cert_der)
     hash_name = hash_algorithm(hash_name).name
     if use_skid and cert.skid is None:
@@ -363,8 +376,12 @@ def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0):
     done = map_files(lambda chunk: _write_batch([requests[i] for i in chunk], cert, hash_name, use_skid),
                      planned, workers, chunksize=1)
     atomic.finish_closes()
-    atomic.flush_directories(directory for _made, directories in done for directory in directories)
-    return dict((path, reason) for made, _directories in done for path, reason in made if reason is not None)
+    atomic.flush_directories(directory for _made, directories, _written in done for directory in directories)
+    if cache is not None:
+        for _made, _directories, written in done:
+            for path, st in written.items():
+                cache.remember_written(path, st)
+    return dict((path, reason) for made, _dirs, _written in done for path, reason in made if reason is not None)
 
 
 def outcomes_after_write(planned, failures):

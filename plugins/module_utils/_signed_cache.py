@@ -48,8 +48,8 @@ class SignedCache:
         self._before = {}  # type: Dict[str, cache_file.Identity]
 
     def split(self, paths):
-        # type: (Sequence[str]) -> Tuple[List[Outcome], List[str]]
-        """(outcomes of the modules known to be signed already, the paths that must be read)."""
+        # type: (Sequence[str]) -> Tuple[List[str], List[str]]
+        """(the paths known to be signed already, the paths that must be read); each path's stat is kept."""
         known, rest = [], []
         for path in paths:
             try:
@@ -59,23 +59,33 @@ class SignedCache:
                 continue
             entry = self.entries.get(key)
             if entry is not None and entry[0] == version and entry[2:] == self.signature:
-                known.append(Outcome(path, ALREADY_SIGNED))
+                known.append(path)
             else:
                 rest.append(path)
         self.hits = len(known)
         return known, rest
 
+    def remember_verified(self, path):
+        # type: (str) -> None
+        """``path`` was read and found validly signed: record it with the stat taken before the read."""
+        if path in self._before:
+            key, version = self._before[path]
+            self.entries[key] = [version, path] + self.signature
+
+    def remember_written(self, path, st):
+        # type: (str, os.stat_result) -> None
+        """``path`` was just written with our signature; ``st`` is its stat right after the rename."""
+        key, version = cache_file.identity(st)
+        self.entries[key] = [version, path] + self.signature
+
     def learn(self, outcomes, written):
         # type: (Sequence[Outcome], Dict[str, os.stat_result]) -> None
-        """Record the modules now validly signed: verified (stat before the read) or written (stat after the rename)."""
+        """Record the modules of a signing run that are now validly signed (verified, or written)."""
         for outcome in outcomes:
-            if outcome.status == ALREADY_SIGNED and outcome.path in self._before:
-                key, version = self._before[outcome.path]
+            if outcome.status == ALREADY_SIGNED:
+                self.remember_verified(outcome.path)
             elif outcome.status in (SIGNED, REPLACED) and outcome.path in written:
-                key, version = cache_file.identity(written[outcome.path])
-            else:
-                continue
-            self.entries[key] = [version, outcome.path] + self.signature
+                self.remember_written(outcome.path, written[outcome.path])
 
     def save(self):
         # type: () -> Optional[str]

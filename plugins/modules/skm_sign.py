@@ -131,7 +131,7 @@ options:
       - One file, C(signed.json), mode 0600; ignored (and replaced) when another user owns it or others may write
         it; written only outside check mode. M(skm.modsign.skm_enforce_gate) and M(skm.modsign.skm_module_info)
         never read it, so the same directory can serve all three.
-      - Host mode only; in controller mode every module is surveyed.
+      - Both modes; in controller mode the cache lives on the host and answers the survey step.
       - Unset - every module is read and its signature verified.
     type: path
   controller_request:
@@ -243,7 +243,7 @@ stale_temps_removed:
   sample: 0
 verdict_cache:
   description: The cache file used (O(verdict_cache)), how many modules it answered and how many were read.
-  returned: when O(verdict_cache) is set in host mode
+  returned: when O(verdict_cache) is set
   type: dict
   contains:
     path: {description: The cache file, type: str}
@@ -263,6 +263,7 @@ from ansible_collections.skm.modsign.plugins.module_utils import _sign_batch as 
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail, require_cryptography
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import certificate_id, hash_algorithm
 from ansible_collections.skm.modsign.plugins.module_utils._signed_cache import SignedCache
 
 ARGUMENT_SPEC = dict(
@@ -303,7 +304,8 @@ def sign_on_host(module, paths):
     if not module.check_mode:
         cache.learn(outcomes, written)
         cache.note = cache.save() or cache.note
-    by_path = dict((outcome.path, outcome) for outcome in known + outcomes)
+    by_path = dict((outcome.path, outcome) for outcome in outcomes)
+    by_path.update((path, signing.Outcome(path, signing.ALREADY_SIGNED)) for path in known)
     return [by_path[path] for path in paths], cache.report(len(paths))
 
 
@@ -315,14 +317,24 @@ def controller_step(module, paths, removed):
     # Ansible echoes the arguments back as "invocation"; a summary keeps the return small (bytes per module).
     invocation = {"module_args": dict(p, controller_request={"step": request.get("step"),
                                                              "entries": len(request.get("entries") or [])})}
+    cache = None
+    if p["verdict_cache"]:
+        cache = SignedCache(p["verdict_cache"], certificate_id(cert_der).fingerprint, hash_algorithm(p["hash"]).name)
     if request.get("step") == "survey":
-        module.exit_json(changed=False, entries=batch.survey(paths, cert_der, p["hash"], p["workers"]),
-                         stale_temps_removed=removed, invocation=invocation)
+        entries = batch.survey(paths, cert_der, p["hash"], p["workers"], cache)
+        extra = {}
+        if cache is not None:
+            if not module.check_mode:
+                cache.note = cache.save() or cache.note
+            extra["verdict_cache"] = cache.report(len(paths))
+        module.exit_json(changed=False, entries=entries, stale_temps_removed=removed, invocation=invocation, **extra)
     if request.get("step") == "write":
         if module.check_mode:
             module.exit_json(changed=False, failures={}, invocation=invocation)
         failures = batch.write_signatures(request.get("entries") or [], cert_der, p["hash"],
-                                          p["signer_id"] == "skid", p["workers"])
+                                          p["signer_id"] == "skid", p["workers"], cache)
+        if cache is not None:
+            cache.save()
         module.exit_json(changed=True, failures=failures, invocation=invocation)
     module.fail_json(msg="controller_request: unknown step %r" % request.get("step"))
 

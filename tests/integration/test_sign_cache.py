@@ -114,3 +114,25 @@ def test_check_mode_writes_no_cache(tree, session_keys, tmp_path):
     cache = tmp_path / "cache"
     dry = sign(tree, session_keys("rsa3072"), cache, check=True)
     assert dry["changed"] and not (cache / "signed.json").exists()
+
+
+def test_controller_mode_survey_answers_from_the_host_cache(tree, session_keys, tmp_path):
+    key = session_keys("p384")
+    cache = tmp_path / "cache"
+    total = len(tree.files)
+    args = {"path": str(tree.root), "key": str(key.key), "cert": str(key.cert), "hash": "sha384",
+            "replace_foreign": True, "key_location": "controller", "verdict_cache": str(cache)}
+    first = run_module("skm_sign", args)
+    assert first["changed"] and not first.get("failed"), first["msg"]
+    assert first["verdict_cache"]["misses"] == total
+    again = run_module("skm_sign", args)
+    assert not again["changed"] and again["verdict_cache"]["hits"] == total, again["verdict_cache"]
+    assert again["counts"]["already_signed"] == total
+
+    changed = tree.compressed[0]               # a .ko.xz/.gz/.zst replaced by its unsigned payload, same path
+    changed.write_bytes(tree.payloads[changed])
+    third = run_module("skm_sign", args)
+    assert third["verdict_cache"]["hits"] == total - 1 and third["signed"] == [str(changed)], third["msg"]
+    info = modinfo_signature(changed)
+    assert info["signer"] == "skm test p384" and info["sig_hashalgo"] == "sha384", info
+    assert run_module("skm_sign", args)["verdict_cache"]["hits"] == total
