@@ -22,6 +22,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 
 Identity = Tuple[str, List[int]]
 
@@ -57,13 +58,22 @@ def load(cache_path, file_format):
 
 
 def save(cache_path, file_format, entries):
-    # type: (str, int, Dict[str, Any]) -> None
-    """Write the cache file (mode 0600, atomically), making its directory (0700) if need be."""
-    cache_dir = os.path.dirname(cache_path)
-    if not os.path.isdir(cache_dir):
-        os.makedirs(cache_dir, 0o700)
-    data = json.dumps({"format": file_format, "entries": entries}, separators=(",", ":"), sort_keys=True)
-    atomic_write(cache_path, data.encode("utf-8"), mode=0o600)
+    # type: (str, int, Dict[str, Any]) -> Optional[str]
+    """Write the cache file (mode 0600, atomically), making its directory (0700) if need be.
+
+    Entries whose file is gone are dropped first. Returns why it could not be written, or None:
+    a cache that cannot be kept costs time, not correctness.
+    """
+    forget_gone(entries)
+    try:
+        cache_dir = os.path.dirname(cache_path)
+        if not os.path.isdir(cache_dir):
+            os.makedirs(cache_dir, 0o700)
+        data = json.dumps({"format": file_format, "entries": entries}, separators=(",", ":"), sort_keys=True)
+        atomic_write(cache_path, data.encode("utf-8"), mode=0o600)
+    except (ModSignError, OSError) as exc:
+        return "%s not written: %s" % (cache_path, getattr(exc, "cause", None) or exc)
+    return None
 
 
 def forget_gone(entries):

@@ -40,10 +40,10 @@ from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
-from ansible_collections.skm.modsign.plugins.module_utils._signed_cache import SignedCache
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
     CertificateId, build_signed_data, certificate_id, digest, hash_algorithm, own_signature, parse_signed_data,
 )
+from ansible_collections.skm.modsign.plugins.module_utils._signed_cache import SignedCache
 from ansible_collections.skm.modsign.plugins.module_utils._trailer import trailer
 
 _GLOB_CHARS = ("*", "?", "[")

@@ -24,10 +24,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _cache_file as cache_file
-from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._signing import (
     ALREADY_SIGNED, REPLACED, SIGNED, Outcome,
 )
@@ -46,6 +45,7 @@ class SignedCache:
         self.entries, self.note = cache_file.load(self.path, FORMAT)
         self.hits = 0
         self._before = {}  # type: Dict[str, cache_file.Identity]
+        self._learnt = False   # the file is rewritten only when something was learnt
 
     def split(self, paths):
         # type: (Sequence[str]) -> Tuple[List[str], List[str]]
@@ -70,13 +70,18 @@ class SignedCache:
         """``path`` was read and found validly signed: record it with the stat taken before the read."""
         if path in self._before:
             key, version = self._before[path]
-            self.entries[key] = [version, path] + self.signature
+            self._record(key, version, path)
 
     def remember_written(self, path, st):
         # type: (str, os.stat_result) -> None
         """``path`` was just written with our signature; ``st`` is its stat right after the rename."""
         key, version = cache_file.identity(st)
+        self._record(key, version, path)
+
+    def _record(self, key, version, path):
+        # type: (str, List[int], str) -> None
         self.entries[key] = [version, path] + self.signature
+        self._learnt = True
 
     def learn(self, outcomes, written):
         # type: (Sequence[Outcome], Dict[str, os.stat_result]) -> None
@@ -88,14 +93,11 @@ class SignedCache:
                 self.remember_written(outcome.path, written[outcome.path])
 
     def save(self):
-        # type: () -> Optional[str]
-        """Write the cache file; why it could not be written, or None."""
-        cache_file.forget_gone(self.entries)
-        try:
-            cache_file.save(self.path, FORMAT, self.entries)
-        except (ModSignError, OSError) as exc:   # a cache that cannot be kept costs time, not correctness
-            return "%s not written: %s" % (self.path, getattr(exc, "cause", None) or exc)
-        return None
+        # type: () -> None
+        """Write the cache file when something was learnt; ``note`` says why it could not be written."""
+        if self._learnt:
+            self.note = cache_file.save(self.path, FORMAT, self.entries) or self.note
+            self._learnt = False
 
     def report(self, total):
         # type: (int) -> Dict[str, object]

@@ -39,7 +39,6 @@ import os
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _cache_file as cache_file
-from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
 from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import map_files
@@ -127,12 +126,8 @@ def builtin_certificates_of(image_path, cache_dir=None, write_cache=True):
         return [certificate_id(bytes.fromhex(der_hex), image_path) for der_hex in cached[2]]
     found = builtin_certificates(read_bytes(image_path, "the kernel image"), image_path)
     if write_cache and identity:
-        cache_file.forget_gone(entries)
         entries[identity] = [version, image_path, [cert.der.hex() for cert in found]]
-        try:
-            cache_file.save(cache_path, FORMAT, entries)
-        except (ModSignError, OSError):
-            pass        # a cache that cannot be kept costs time, not correctness
+        cache_file.save(cache_path, FORMAT, entries)
     return found
 
 
@@ -160,15 +155,11 @@ def judge_paths(paths, trusted, workers=0, cache_dir=None, write_cache=True):
     misses = [path for path in paths if path not in found]
     found.update(zip(misses, map_files(lambda path: verify_module(path, trusted), misses, workers)))
     if write_cache and misses:
-        cache_file.forget_gone(entries)
         for path in misses:
             if path in seen and found[path].state != UNPARSEABLE:
                 identity, version = seen[path]
                 cached = entries.get(identity)
                 old_results = cached[2][-1] if cached is not None and cached[0] == version else {}
                 entries[identity] = [version, path, _learnt(found[path], old_results)]
-        try:
-            cache_file.save(cache_path, FORMAT, entries)
-        except (ModSignError, OSError) as exc:     # a cache that cannot be kept costs time, not correctness
-            note = "%s not written: %s" % (cache_path, getattr(exc, "cause", None) or exc)
+        note = cache_file.save(cache_path, FORMAT, entries) or note
     return [(path, found[path]) for path in paths], CacheUse(cache_path, len(paths) - len(misses), len(misses), note)

@@ -303,7 +303,7 @@ def sign_on_host(module, paths):
                                          written=written)
     if not module.check_mode:
         cache.learn(outcomes, written)
-        cache.note = cache.save() or cache.note
+        cache.save()
     by_path = dict((outcome.path, outcome) for outcome in outcomes)
     by_path.update((path, signing.Outcome(path, signing.ALREADY_SIGNED)) for path in known)
     return [by_path[path] for path in paths], cache.report(len(paths))
@@ -325,7 +325,7 @@ def controller_step(module, paths, removed):
         extra = {}
         if cache is not None:
             if not module.check_mode:
-                cache.note = cache.save() or cache.note
+                cache.save()
             extra["verdict_cache"] = cache.report(len(paths))
         module.exit_json(changed=False, entries=entries, stale_temps_removed=removed, invocation=invocation, **extra)
     if request.get("step") == "write":

@@ -12,8 +12,9 @@ builds unsigned modules, as an old DKMS does; reading /etc/dkms/<module>.conf an
 the real dkms's. Everything else is real.
 
 Two test runs on one machine take turns: the fixture holds an flock on HOST_LOCK for the whole module
-(dkms, /etc/dkms and /usr/src are host-wide). The machine is left as it was: the role's state=absent, dkms remove, and a snapshot comparison of
-/etc/dkms, /var/lib/dkms, /usr/src, /lib/modules/<kver>, /usr/local/libexec and /etc.
+(dkms, /etc/dkms and /usr/src are host-wide). The machine is left as it was: the role's state=absent,
+dkms remove, and a snapshot comparison of /etc/dkms, /var/lib/dkms, /usr/src, /lib/modules/<kver>,
+/usr/local/libexec and /etc.
 
 The default run keeps the fast cases (no module build); the DKMS builds (about 15 s each) run with
 `make test-dkms` (SKM_SLOW=1).
