@@ -18,6 +18,8 @@ from tests.secureboot import replay
 
 CAPTURED = pathlib.Path(__file__).resolve().parent / "captured_mokmanager"
 PASSWORD = "unit-test-password-1"
+pytestmark = pytest.mark.skipif(not (CAPTURED / "enroll.json").exists(),
+                                reason="recordings not captured yet (make test-secureboot)")
 FAST = dict(countdown_timeout=0.5, screen_timeout=0.5, key_delay=0)
 
 
