@@ -3,7 +3,8 @@
 #
 #   1. build (or reuse) the podman test images from Debian's mirror (tests/images/build.sh, cached),
 #   2. start SKM_DEMO_HOSTS (default 6) hosts with tests/fleet/fleet.sh: by turn debian12, debian12-dkms (DKMS and
-#      the out-of-tree module skm_hello), rhel-like (BLS entries, grubby); even hosts EFI-like with MOK state,
+#      the out-of-tree module skm_hello), rhel-like (BLS entries, Fedora's grubby from ../shared/tools/grubby;
+#      without it there are no rhel-like hosts, and build.sh and fleet.sh say so); even hosts EFI-like with MOK state,
 #   3. run playbooks/site.yml over ssh in controller key mode (the fleet key stays in build/demo-fleet/keys;
 #      hosts get certificates only), print the fleet report (enforced / refused / pending MOK per host),
 #   4. run it again and show the recap: changed=0 on every host,

@@ -15,7 +15,9 @@
 # addresses exist only inside these namespaces; no route leads out of them.
 #
 # Hosts (i = 1..N): image by turn debian12, debian12-dkms (DKMS and the out-of-tree module skm_hello),
-# rhel-like (BLS layout, os_family RedHat; see tests/images/build.sh for what it is not).
+# rhel-like (BLS layout, os_family RedHat, Fedora's grubby; see tests/images/build.sh for what it is not). Where
+# Fedora's grubby (../shared/tools/grubby, or $SKM_GRUBBY) is absent there is no rhel-like image: the default
+# fleet then turns between the other two, and `up` says so.
 # Even-numbered hosts are "EFI-like": containers have no EFI (podman masks /sys/firmware), so the image's
 # skm-efi-like (tests/images/files/skm-efi-like) puts their UEFI variables in a plain directory,
 # /var/lib/skm-fleet/efivars/, in efivarfs' file format (4 bytes of attributes, then the data):
@@ -108,13 +110,7 @@ start_host() {
 }
 
 write_inventory() {
-  local n=$1 i name image rhel_bootloader=grubby
-  for ((i = 1; i <= n; i++)); do
-    [ "$(host_image "$i")" = rhel-like ] || continue
-    # tests/images/build.sh notes in /etc/skm-grubby whether it found Fedora's grubby-bls for the image.
-    [ "$(podman exec "$(host_name "$i")" cat /etc/skm-grubby 2>/dev/null)" = yes ] || rhel_bootloader=kernel_install
-    break
-  done
+  local n=$1 i name image
   {
     echo "# skm.modsign local test fleet: made by tests/fleet/fleet.sh up $n; run Ansible with fleet.sh run."
     echo "[fleet]"
@@ -134,14 +130,14 @@ write_inventory() {
     # The boot configuration each kind of host can honestly have in a container (which boots nothing):
     # update-grub cannot run here (grub-probe finds no device under overlay), so the Debian hosts' command
     # line is kept in /etc/kernel/cmdline (kernel_install: what systemd's kernel-install reads; GRUB's own
-    # grub.cfg is not touched). rhel-like hosts use Fedora's grubby on their BLS entries when the image has it.
+    # grub.cfg is not touched). rhel-like hosts use Fedora's grubby (the image always has it) on their BLS entries.
     echo
     echo "[debian12:vars]"
     echo "skm_enforce_bootloader=kernel_install"
     echo "[debian12_dkms:vars]"
     echo "skm_enforce_bootloader=kernel_install"
     echo "[rhel_like:vars]"
-    echo "skm_enforce_bootloader=$rhel_bootloader"
+    echo "skm_enforce_bootloader=grubby"
     echo
     echo "[efi_like:vars]"
     echo "skm_fleet_efivars_path=$efivars"
@@ -171,9 +167,24 @@ wait_for_ssh() {
   done
 }
 
+# There is a rhel-like image only where Fedora's grubby is (tests/images/build.sh --grubby). Without it the
+# default fleet has no rhel-like hosts, said here; a SKM_FLEET_IMAGES that asks for them is an error.
+drop_rhel_like_without_grubby() {
+  local why rc=0 image kept=()
+  why=$(bash "$project/tests/images/build.sh" --grubby 2>&1 >/dev/null) || rc=$?
+  [ $rc -ne 0 ] || return 0
+  [ $rc -eq 1 ] || { log "$why"; exit 2; }
+  [[ " ${images[*]} " == *" rhel-like "* ]] || return 0
+  if [ -n "${SKM_FLEET_IMAGES:-}" ]; then log "up: SKM_FLEET_IMAGES has rhel-like, whose image needs $why"; exit 1; fi
+  for image in "${images[@]}"; do [ "$image" = rhel-like ] || kept+=("$image"); done
+  images=("${kept[@]}")
+  log "rhel-like hosts skipped: rhel-like host needs $why"
+}
+
 fleet_up() {
   local n=$1 i started=$SECONDS
   if ! { [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 999 ]; }; then log "up: N must be 1..999"; exit 2; fi
+  drop_rhel_like_without_grubby
   local image
   for image in "${images[@]}"; do
     podman image exists "localhost/skm-test/$image:latest" ||

@@ -4,8 +4,9 @@
 #   tests/images/build.sh NAME...     NAME: debian12 | debian12-dkms | rhel-like | all
 #
 # Prints one line per image: "NAME IMAGE-REF". Every image is tagged with the hash of its recipe
-# (this script and tests/images/files/) and carries it in the label skm.recipe; an image whose
-# recipe hash is already in podman's store is not rebuilt. The tag :latest points at the newest build.
+# (this script, tests/images/files/ and, for rhel-like, the grubby-bls it installs) and carries it in the
+# label skm.recipe; an image whose recipe hash is already in podman's store is not rebuilt. The tag :latest
+# points at the newest build.
 #
 # The images (all boot systemd as PID 1 under `podman run --systemd=always`):
 #   debian12       Debian 12 (bookworm) by debootstrap: systemd, python3 (+ cryptography), openssh-server, sudo, kmod, mokutil,
@@ -21,10 +22,15 @@
 #                  systemd's kernel-install, Debian's build of rpm (empty rpm database), and an
 #                  /etc/os-release of the RHEL family (ID=rhel, so Ansible reports os_family RedHat) whose
 #                  NAME/VARIANT say what it really is. grubby is Fedora's own: the grubby-bls script of
-#                  Fedora's grubby package (dist-git), taken from $SKM_GRUBBY or a local clone at
-#                  $SKM_GRUBBY_REPO (default /work/.mirror/fedora-riscv+grubby/repo), with grub-common's
-#                  grub-editenv as grub2-editenv and a /boot/grub2/grubenv. Without that script the image is
-#                  built without grubby (said in the log and in /etc/skm-grubby). No dnf repository.
+#                  Fedora's grubby package, a test fixture beside the clone at ../shared/tools/grubby/grubby-bls
+#                  (see its README; never copied into this repository) or the file $SKM_GRUBBY, with
+#                  grub-common's grub-editenv as grub2-editenv and a /boot/grub2/grubenv. No dnf repository.
+#                  Without that script there is no rhel-like image: the build skips it and says why (an image
+#                  without grubby would send the enforce role to GRUB, which cannot run in a container).
+#
+#   tests/images/build.sh --grubby   print the grubby-bls file the rhel-like image takes (rc 0), or say on
+#                                    stderr why there is none (rc 1); callers use it to skip rhel-like hosts.
+#   tests/images/build.sh --recipe-hash NAME   print the recipe hash (the image tag) NAME would be built with.
 #
 # Every image has /usr/local/sbin/skm-efi-like (files/skm-efi-like): run inside a container, it gives it
 # file-backed UEFI variables that the real mokutil uses (how "EFI-like" hosts are represented).
@@ -33,24 +39,35 @@
 # Debian's 6.1 kernel, which stands for "the kernel that will boot".
 #
 # Environment: SKM_IMAGE_CACHE (default ~/.cache/skm-modsign/images) keeps the debootstrap .deb cache and the
-# base root filesystem tarball; SKM_MIRROR (default http://deb.debian.org/debian).
+# base root filesystem tarball; SKM_MIRROR (default http://deb.debian.org/debian); SKM_GRUBBY (a grubby-bls
+# file to use instead of ../shared/tools/grubby/grubby-bls; set, it must be readable).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+grubby_shared="$(cd "$here/../.." && pwd)/../shared/tools/grubby/grubby-bls"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
 cache="${SKM_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skm-modsign/images}"
 mirror="${SKM_MIRROR:-http://deb.debian.org/debian}"
 suite=bookworm
 repo=localhost/skm-test
 
-# Fedora's grubby-bls script, printed to stdout; nothing (rc != 0) when it is not available here.
-grubby_script() {
-  if [ -n "${SKM_GRUBBY:-}" ] && [ -r "$SKM_GRUBBY" ]; then cat "$SKM_GRUBBY"; return; fi
-  git -C "${SKM_GRUBBY_REPO:-/work/.mirror/fedora-riscv+grubby/repo}" show HEAD:grubby-bls 2>/dev/null
+# The grubby-bls file the rhel-like image takes: $SKM_GRUBBY when set (an unreadable one is an error, never
+# a silent fallback), else ../shared's. Prints its path (rc 0), or why there is none on stderr (rc 1).
+grubby_file() {
+  if [ -n "${SKM_GRUBBY:-}" ]; then
+    [ -f "$SKM_GRUBBY" ] && [ -r "$SKM_GRUBBY" ] && { echo "$SKM_GRUBBY"; return; }
+    echo "build.sh: SKM_GRUBBY=$SKM_GRUBBY is not a readable file" >&2; exit 2
+  fi
+  [ -f "$grubby_shared" ] && [ -r "$grubby_shared" ] && { echo "$grubby_shared"; return; }
+  echo "Fedora's grubby from ../shared/tools/grubby (absent: no $grubby_shared; or set SKM_GRUBBY)" >&2
+  return 1
 }
 
+# The recipe of image NAME: this script, files/, and for rhel-like the grubby-bls it installs.
 recipe_hash() {
+  local name=$1 grubby=
+  [ "$name" != rhel-like ] || grubby=$(grubby_file)
   (cd "$here" && { cat build.sh; find files -type f -print0 | sort -z | xargs -0 sha256sum;
-                   grubby_script || echo no-grubby; } | sha256sum | cut -c1-12)
+                   [ -z "$grubby" ] || sha256sum < "$grubby"; } | sha256sum | cut -c1-12)
 }
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
@@ -169,20 +186,13 @@ dkms_layout() {
 
 # The Fedora/RHEL boot layout on the Debian userland (see the header for what this is not).
 bls_layout() {
-  local root=$1 kver grubby=no
+  local root=$1 kver
   apt_in_root "$root" rpm grub-common
   kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)
-  if grubby_script > "$root/usr/sbin/grubby" && [ -s "$root/usr/sbin/grubby" ]; then
-    chmod 0755 "$root/usr/sbin/grubby"
-    ln -sfn grub-editenv "$root/usr/bin/grub2-editenv"
-    mkdir -p "$root/boot/grub2"
-    in_root "$root" grub-editenv /boot/grub2/grubenv set "saved_entry=skmtest-$kver" >&2
-    grubby=yes
-  else
-    rm -f "$root/usr/sbin/grubby"
-    log "rhel-like: Fedora's grubby-bls not found (set SKM_GRUBBY or SKM_GRUBBY_REPO); built without grubby"
-  fi
-  echo "$grubby" > "$root/etc/skm-grubby"
+  install -m 0755 "$(grubby_file)" "$root/usr/sbin/grubby"
+  ln -sfn grub-editenv "$root/usr/bin/grub2-editenv"
+  mkdir -p "$root/boot/grub2"
+  in_root "$root" grub-editenv /boot/grub2/grubenv set "saved_entry=skmtest-$kver" >&2
   mkdir -p "$root/boot/loader/entries" "$root/etc/kernel"
   echo "root=UUID=00000000-0000-4000-8000-000000000000 ro crashkernel=auto rhgb quiet" > "$root/etc/kernel/cmdline"
   printf 'layout=bls\n' > "$root/etc/kernel/install.conf"
@@ -276,9 +286,13 @@ cleanup() {
 trap cleanup EXIT
 
 main() {
+  case "${1:-}" in
+    --grubby) grubby_file; return ;;
+    --recipe-hash) recipe_hash "${2:?usage: build.sh --recipe-hash NAME}"; return ;;
+  esac
   [ "$(id -u)" -eq 0 ] || { echo "build.sh: needs root (debootstrap, chroot, rootful podman)" >&2; exit 2; }
   [ $# -gt 0 ] || { sed -n '2,6p' "$0" >&2; exit 2; }
-  local names=() name hash
+  local names=() name why rc
   for name in "$@"; do
     case $name in
       all) names+=(debian12 debian12-dkms rhel-like) ;;
@@ -287,9 +301,15 @@ main() {
     esac
   done
   mkdir -p "$cache"
-  hash=$(recipe_hash)
   base_tar=
-  for name in "${names[@]}"; do build_one "$name" "$hash"; done
+  for name in "${names[@]}"; do
+    if [ "$name" = rhel-like ]; then
+      rc=0; why=$(grubby_file 2>&1 >/dev/null) || rc=$?
+      [ $rc -ne 2 ] || { echo "$why" >&2; exit 2; }
+      [ $rc -eq 0 ] || { log "rhel-like: skipped: the rhel-like image needs $why"; continue; }
+    fi
+    build_one "$name" "$(recipe_hash "$name")"
+  done
   [ -z "$base_tar" ] || find "$cache" -maxdepth 1 -name 'base-*.tar' ! -samefile "$base_tar" -delete
   # Old base tarballs of earlier recipes are dropped (above); old images stay until `podman image prune`.
 }

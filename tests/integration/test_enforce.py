@@ -3,7 +3,8 @@
 Bootloader tools run unmodified in a private mount namespace where a prepared tree is
 bind-mounted over /boot, /etc/default, /etc/kernel (see tests/roles/enforce/trees.py):
 - GRUB: Debian's grub2-common update-grub / grub-mkconfig (10_linux) writes grub.cfg;
-- grubby: Fedora's own grubby (grubby-bls script from Fedora's package; Debian has none);
+- grubby: Fedora's own grubby (grubby-bls script from Fedora's package, from ../shared/tools/grubby or
+  $SKM_GRUBBY; Debian has none; the grubby cases skip, saying so, without it);
 - systemd-boot: entries as kernel-install writes them, checked with bootctl when installed.
 Each case runs like community.crypto's targets: check mode, for real, check again, real again.
 """
@@ -125,10 +126,12 @@ def test_grub_failing_update_grub_fails_the_task(grub_tree, tmp_path):
 
 @pytest.fixture()
 def grubby(tmp_path):
-    tools = trees.fedora_grubby(tmp_path / "tools")
-    if tools is None or not trees.have("grub-editenv"):
-        pytest.skip("Fedora's grubby-bls not available (set SKM_GRUBBY or SKM_GRUBBY_REPO); Debian packages none")
-    return tools
+    script, why = trees.grubby_source()
+    if script is None:
+        pytest.skip(f"needs {why}; Debian packages no grubby")
+    if not trees.have("grub-editenv"):
+        pytest.skip("needs grub-editenv (grub-common) for grubby's grubenv")
+    return trees.fedora_grubby(tmp_path / "tools", script)
 
 
 @pytest.mark.parametrize("kernelopts", [False, pytest.param(True, marks=pytest.mark.skipif(

@@ -25,6 +25,7 @@ from tests.lib.ansible_run import ansible_env, bin_path  # noqa: E402
 ARG = "module.sig_enforce=1"
 GRUB_DEFAULTS = pathlib.Path("/usr/share/grub/default/grub")   # what grub2-common installs as /etc/default/grub
 MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4"
+GRUBBY_SHARED = REPO.parent / "shared" / "tools" / "grubby" / "grubby-bls"   # ../shared beside the clone
 
 
 def have(*tools: str) -> bool:
@@ -93,23 +94,27 @@ def grubby_tree(base: pathlib.Path, kernel_versions=("6.5.6-300.fc39.x86_64", "6
     return base
 
 
-def fedora_grubby(tools: pathlib.Path) -> pathlib.Path | None:
-    """A directory with Fedora's own grubby (the grubby-bls script of Fedora's grubby package) and grub2-editenv.
+def grubby_source(shared: pathlib.Path = GRUBBY_SHARED) -> tuple[pathlib.Path | None, str]:
+    """Fedora's own grubby (the grubby-bls script of Fedora's grubby package): (file, "") or (None, why not).
 
-    Debian 12 packages no grubby. The script comes from $SKM_GRUBBY, else from a local clone of
-    Fedora's grubby dist-git (fedora-riscv/grubby on GitHub) at $SKM_GRUBBY_REPO; it is never
-    copied into this repository. None when neither is there (the test then skips, saying why).
+    Debian 12 packages no grubby. The script is a test fixture beside the clone, ../shared/tools/grubby
+    (see its README), or the file $SKM_GRUBBY names; it is never copied into this repository. A set
+    SKM_GRUBBY that names no readable file is an error, not a reason to skip.
     """
+    named = os.environ.get("SKM_GRUBBY")
+    if named:
+        if not (os.path.isfile(named) and os.access(named, os.R_OK)):
+            raise FileNotFoundError(f"SKM_GRUBBY={named} is not a readable file")
+        return pathlib.Path(named), ""
+    if shared.is_file():
+        return shared, ""
+    return None, f"Fedora's grubby from ../shared/tools/grubby (absent: no {shared}; or set SKM_GRUBBY)"
+
+
+def fedora_grubby(tools: pathlib.Path, script: pathlib.Path) -> pathlib.Path:
+    """A directory for PATH with Fedora's grubby (a copy of ``script``) and grub-common's editenv as grub2-editenv."""
     tools.mkdir(parents=True, exist_ok=True)
-    script = os.environ.get("SKM_GRUBBY")
-    if script and os.path.exists(script):
-        shutil.copy(script, tools / "grubby")
-    else:
-        repo = os.environ.get("SKM_GRUBBY_REPO", "/work/.mirror/fedora-riscv+grubby/repo")
-        shown = subprocess.run(["git", "-C", repo, "show", "HEAD:grubby-bls"], capture_output=True, check=False)
-        if shown.returncode:
-            return None
-        (tools / "grubby").write_bytes(shown.stdout)
+    shutil.copy(script, tools / "grubby")
     (tools / "grubby").chmod(0o755)
     (tools / "grub2-editenv").symlink_to(shutil.which("grub-editenv"))
     return tools
