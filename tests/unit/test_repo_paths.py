@@ -43,6 +43,7 @@ ROOT_PATHS_ELSEWHERE = {
     "tests/unit/test_mok.py": "paths inside the qemu VM, as recorded in tests/vm/captured",
     "tests/vm/": "paths inside the qemu VM of the MOK tests, and mokutil's output recorded there",
     "tests/secureboot/": "paths inside the Secure Boot VM",
+    "tests/runtime/": "paths inside the qemu guest of the runtime tests",
 }
 DOTDOT_CHAIN = re.compile(r"(?<![\w.])((?:\.\.(?:/|(?=[^\w./]|$)))+)([^/\s\"'`),;:]*)")
 FROM_ROOT = re.compile(r"(?:pwd\)|\$\(CURDIR\)|\$project|\$\{project\})/$")   # what precedes a root-relative chain
@@ -104,7 +105,9 @@ def test_no_tracked_file_names_a_path_outside_the_clone():
     files = [(path, text) for path, text in tracked_files() if path != THIS]
     assert len(files) > 100
     found = [f for path, text in files for f in findings(path, text)]
-    assert found == [], "paths outside the repository (only ../shared may be named):\n" + "\n".join(found)
+    assert found == [], ("paths outside the repository (only ../shared may be named):\n" + "\n".join(found)
+                         + "\n(a /root/ path on a VM, container or managed host: list the file in ROOT_PATHS_ELSEWHERE"
+                         " of tests/unit/test_repo_paths.py, with why)")
 
 
 def test_every_root_path_exception_is_still_needed():
