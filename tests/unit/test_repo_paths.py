@@ -45,7 +45,8 @@ ROOT_PATHS_ELSEWHERE = {
     "tests/secureboot/": "paths inside the Secure Boot VM",
     "tests/runtime/": "paths inside the qemu guest of the runtime tests",
 }
-DOTDOT_CHAIN = re.compile(r"(?<![\w.])((?:\.\.(?:/|(?=[^\w./]|$)))+)([^/\s\"'`),;:]*)")
+# ../../x, ../.., or a lone .. ending a path ($here/..); a lone .. in prose is no path.
+DOTDOT_CHAIN = re.compile(r"(?<![\w.])((?:\.\./)+(?:\.\.(?![\w./]))?|(?<=/)\.\.(?![\w./]))([^/\s\"'`),;:]*)")
 FROM_ROOT = re.compile(r"(?:pwd\)|\$\(CURDIR\)|\$project|\$\{project\})/$")   # what precedes a root-relative chain
 SHARED = "shared"
 SYSTEM_DIRS = {"usr", "etc", "lib", "var", "boot"}
@@ -130,6 +131,8 @@ def test_every_root_path_exception_is_still_needed():
     ("mk/fleet.mk", '\tbash ../tools/run.sh'),
     ("Makefile", 'include ../common.mk'),
     ("README.md", 'see [the notes](../notes.md)'),
+    ("scripts/x.sh", 'top=$(cd "$(dirname "$0")/../.." && pwd)'),
+    ("Makefile", 'OTHER := $(CURDIR)/..'),
 ])
 def test_paths_outside_the_clone_are_found(path, line):
     assert findings(path, line)
@@ -147,6 +150,7 @@ def test_paths_outside_the_clone_are_found(path, line):
     ("tests/images/build.sh", 'cache="${SKM_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skm-modsign/images}"'),
     ("tests/x.py", 'url = "https://example.org/work/mirror/x"; d = build / "work" / "y"; z = "$out/work/a"'),
     ("mk/quality.mk", '# also on Python 3.8 ... 3.13'),
+    ("README.md", "read lexically; a `..` component, or a link whose target lies elsewhere, is refused"),
 ])
 def test_paths_inside_the_clone_pass(path, line):
     assert findings(path, line) == []
