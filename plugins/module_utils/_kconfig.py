@@ -16,6 +16,10 @@ the line again, and the next run would add it again - never idempotent.
 
 ``parse_config`` is the entry point for untrusted input: it takes text or
 bytes and raises only ModSignError.
+
+Line endings: a .config written on Windows or by a tool that uses CRLF has "\r\n" after each line. The
+kernel's Kconfig (confdata.c) reads both forms with either ending, so we do too: a line's ending is kept
+when it is rewritten, and a line we add takes the ending most lines of the file have. Nothing gets mixed.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -56,7 +60,7 @@ _HEADER = re.compile(r"^# Linux/\S+ (\d+)\.(\d+)[.\d]*\S* Kernel Configuration$"
 
 
 class Line(NamedTuple):
-    text: str                 # the line without its newline
+    text: str                 # the line without its "\n" (a CRLF file's lines keep their "\r")
     name: Optional[str]       # CONFIG_ name, or None for comments and blank lines
     value: Optional[str]      # the value as written ("y", "m", "\"str\"", "123"), or "n" for "is not set"
 
@@ -84,12 +88,13 @@ def parse_config(text, path=None):
     lines = []
     seen_option = False
     for number, raw in enumerate(text.split("\n"), 1):
-        set_match = _SET.match(raw)
+        content = _without_cr(raw)
+        set_match = _SET.match(content)
         if set_match:
             lines.append(Line(raw, set_match.group(1), set_match.group(2)))
             seen_option = True
             continue
-        unset = _UNSET.match(raw)
+        unset = _UNSET.match(content)
         if unset:
             lines.append(Line(raw, unset.group(1), NOT_SET))
             seen_option = True
@@ -103,14 +108,27 @@ def parse_config(text, path=None):
     return lines
 
 
+def _without_cr(text):
+    # type: (str) -> str
+    return text[:-1] if text.endswith("\r") else text
+
+
 def kernel_version(lines):
     # type: (Sequence[Line]) -> Optional[Tuple[int, int]]
     """(major, minor) from the header Kconfig writes ("# Linux/x86 6.1.0 Kernel Configuration"), or None."""
     for line in lines[:10]:
-        match = _HEADER.match(line.text)
+        match = _HEADER.match(_without_cr(line.text))
         if match:
             return int(match.group(1)), int(match.group(2))
     return None
+
+
+def line_ending(lines):
+    # type: (Sequence[Line]) -> str
+    """The ending most lines of the file have: "\r\n" or "\n" (also for a file of one line, or a tie)."""
+    ended = lines[:-1]   # the last piece has no "\n" after it
+    crlf = sum(1 for line in ended if line.text.endswith("\r"))
+    return "\r\n" if crlf > len(ended) - crlf else "\n"
 
 
 def render(lines):
@@ -127,9 +145,10 @@ def values(lines):
     return out
 
 
-def _line_for(name, value):
-    # type: (str, str) -> str
-    return "# %s is not set" % name if value == NOT_SET else "%s=%s" % (name, value)
+def _line_for(name, value, carriage_return=False):
+    # type: (str, str, bool) -> str
+    text = "# %s is not set" % name if value == NOT_SET else "%s=%s" % (name, value)
+    return text + "\r" if carriage_return else text
 
 
 def apply(lines, wanted):
@@ -140,10 +159,10 @@ def apply(lines, wanted):
     value). UNCHOSEN is "is not set" where the file has the option and nothing where it has not.
     """
     out = list(lines)
+    crlf = line_ending(lines) == "\r\n"
     changes = []  # type: List[Dict[str, Optional[str]]]
     for name, wanted_value in wanted:
         value = NOT_SET if wanted_value == UNCHOSEN else wanted_value
-        new = Line(_line_for(name, value), name, value)
         where = [i for i, line in enumerate(out) if line.name == name]
         if where:
             stale = [i for i in where if out[i].value != value]
@@ -152,14 +171,23 @@ def apply(lines, wanted):
             # "before" is what Kconfig reads now (the last line), or the stale duplicate when that one is right.
             before = out[where[-1]].value if where[-1] in stale else out[stale[0]].value
             for i in stale:
-                out[i] = new
+                out[i] = Line(_line_for(name, value, out[i].text.endswith("\r")), name, value)
             changes.append({"name": name, "before": before, "after": value})
         elif wanted_value != UNCHOSEN:
-            # Keep the file's final newline: insert before a trailing empty line.
-            at = len(out) - 1 if out and out[-1].text == "" else len(out)
-            out.insert(at, new)
+            _append(out, Line(_line_for(name, value, crlf), name, value), crlf)
             changes.append({"name": name, "before": None, "after": value})
     return out, changes
+
+
+def _append(out, new, crlf):
+    # type: (List[Line], Line, bool) -> None
+    """Add ``new`` at the end, keeping the file's final newline (before the empty piece after it) or its lack."""
+    if out and out[-1].text == "":
+        out.insert(len(out) - 1, new)
+        return
+    if out and crlf and not out[-1].text.endswith("\r"):
+        out[-1] = out[-1]._replace(text=out[-1].text + "\r")   # the old last line now has an ending: the file's
+    out.append(new._replace(text=new.text[:-1]) if new.text.endswith("\r") else new)
 
 
 def _choice(prefix, members, chosen):

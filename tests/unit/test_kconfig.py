@@ -230,3 +230,39 @@ def test_zstd_decompress_refused_for_61():
     text, _changes = kconfig.edit(HEADER_61 + zstd, kconfig.Settings(decompress=True, compress="xz"))
     assert "CONFIG_MODULE_COMPRESS_XZ=y\n" in text and "# CONFIG_MODULE_COMPRESS_ZSTD is not set\n" in text
     kconfig.edit(HEADER_67 + zstd, kconfig.Settings(decompress=True))
+
+
+# --- CRLF (issue 16, 2.12) -------------------------------------------------------------------------------
+
+CRLF = SAMPLE.replace("\n", "\r\n")
+
+
+def test_crlf_lines_are_recognised_in_both_forms():
+    found = kconfig.values(kconfig.parse_config(CRLF))
+    assert found == kconfig.values(kconfig.parse_config(SAMPLE))   # no "\r" in a value, "is not set" seen
+    assert kconfig.render(kconfig.parse_config(CRLF)) == CRLF
+    assert kconfig.kernel_version(kconfig.parse_config(CRLF)) == (6, 1)
+
+
+def test_crlf_edit_keeps_crlf_and_adds_no_duplicates():
+    settings = kconfig.Settings(hash_name="sha512", sig_force=True, key="certs/k.pem", trusted_keys="certs/t.pem")
+    text, changes = kconfig.edit(CRLF, settings)
+    lf_text, lf_changes = kconfig.edit(SAMPLE, settings)
+    assert text == lf_text.replace("\n", "\r\n") and changes == lf_changes
+    assert text.count("\n") == text.count("\r\n") and "\r\r" not in text
+    assert "CONFIG_MODULE_SIG_FORCE=y\r\n" in text and text.count("CONFIG_MODULE_SIG_FORCE") == 1
+    assert text.count("CONFIG_MODULE_SIG_SHA384") == 1
+    assert kconfig.edit(text, settings) == (text, [])
+
+
+def test_line_ending_of_a_mixed_file():
+    # A rewritten line keeps its own ending; a new line takes the ending most lines have.
+    mixed = "CONFIG_A=y\r\n# CONFIG_MODULE_SIG_FORCE is not set\n# CONFIG_B is not set\r\n"
+    text, _changes = kconfig.edit(mixed, kconfig.Settings(sig=True, sig_force=True))
+    assert text == "CONFIG_A=y\r\nCONFIG_MODULE_SIG_FORCE=y\n# CONFIG_B is not set\r\nCONFIG_MODULE_SIG=y\r\n"
+    no_final_newline = "CONFIG_A=y\r\n# CONFIG_MODULE_SIG_FORCE is not set\r"
+    text, _changes = kconfig.edit(no_final_newline, kconfig.Settings(sig=None, sig_force=True))
+    assert text == "CONFIG_A=y\r\nCONFIG_MODULE_SIG_FORCE=y\r"
+    assert kconfig.line_ending(kconfig.parse_config("CONFIG_A=y\n")) == "\n"
+    assert kconfig.line_ending(kconfig.parse_config("CONFIG_A=y")) == "\n"
+    assert kconfig.line_ending(kconfig.parse_config(CRLF)) == "\r\n"
