@@ -17,6 +17,9 @@ Where an argument lives, per bootloader:
   whose ``options`` may name ``$kernelopts`` from ``/boot/grub2/grubenv``;
   ``grubby --update-kernel=ALL --args=/--remove-args=`` edits them all (and
   ``/etc/default/grub``, ``/etc/kernel/cmdline``).
+- ``bls`` (Fedora/RHEL without grubby): the ``options`` of every entry in
+  ``/boot/loader/entries`` and ``/etc/kernel/cmdline``, edited here; entries
+  that take ``$kernelopts`` from grubenv are refused (only grubby edits that).
 - ``systemd_boot``: ``/etc/kernel/cmdline`` (read by kernel-install for new
   kernels) and every ``loader/entries/*.conf`` on the ESP/XBOOTLDR.
 - ``kernel_install`` (UKI): ``/etc/kernel/cmdline`` only; a unified kernel
@@ -36,9 +39,11 @@ import re
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._files import read_text_if_exists
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_regular, write_target
 
-BOOTLOADERS = ("grub", "grubby", "systemd_boot", "kernel_install")
+MAX_BOOT_FILE_BYTES = 16 << 20    # a grub.cfg, an entry or /etc/default/grub is a few kB
+
+BOOTLOADERS = ("grub", "grubby", "bls", "systemd_boot", "kernel_install")
 DROPIN_NAME = "60-skm-modsign.cfg"
 MARKER = "# Managed by skm.modsign (enforce role): kernel module signature enforcement."
 
@@ -86,13 +91,24 @@ def _value(arg):
     return arg.split("=", 1)[1].replace('"', "") if "=" in arg else None
 
 
+# What this module writes: the kernel's param[=value] (lib/cmdline.c next_arg), narrowed to what the shell
+# update-grub sources, GRUB's script parser (grub.cfg's linux lines) and BLS entries all carry verbatim.
+_ARG_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_PLAIN_VALUE = r"[!%*+,./0-9:=?@A-Z\[\]^_a-z~-]*"      # printable ASCII without space " $ ` \ ' ; & | < > ( ) { } #
+_QUOTED_VALUE = r'"[ !#%-\[\]-_a-~]*"'                 # printable ASCII and spaces without " $ ` \
+_ARGUMENT = re.compile(r"\A%s(?:=(?:%s|%s))?\Z" % (_ARG_NAME, _PLAIN_VALUE, _QUOTED_VALUE))
+
+
 def check_arg(arg):
     # type: (str) -> str
+    """``arg`` when it is one kernel argument this module can write safely; else a clear error."""
     arg = arg.strip()
-    if not arg or len(split_args(arg)) != 1 or arg.split("=", 1)[0] in ("", "--"):
-        raise ModSignError("%r is not one kernel argument (name or name=value, no spaces)" % arg)
-    if any(c in arg for c in "$`\\'"):
-        raise ModSignError("%r: shell or quoting characters are not allowed in the argument" % arg)
+    if not _ARGUMENT.match(arg):
+        raise ModSignError(
+            "argument %r is not one kernel argument this module writes: expected name or name=value, the name of "
+            "letters, digits, '_', '.', '-'; the value printable ASCII without spaces or any of \" $ ` \\ ' ; & | "
+            "< > ( ) { } #, or a double-quoted value (spaces allowed) without \" $ ` \\ (update-grub's shell, "
+            "GRUB's script parser and BLS entries would interpret those)" % arg)
     return arg
 
 
@@ -171,45 +187,191 @@ def satisfied(cmdline, arg, state):
 
 
 # ------------------------------------------------------ shell assignments --
+#
+# /etc/default/grub and its drop-ins are shell that grub-mkconfig sources. An assignment's value is lexed
+# as POSIX sh would (quotes, escapes, $NAME), each character of the result remembering where it came from,
+# so that removing an argument cuts exactly its characters and never a quote, an escape or an expansion.
+# What cannot be evaluated without running it (command substitution, backticks, other variables,
+# ${...} operators) is refused.
 
-_ASSIGN = re.compile(r'^(?P<lead>\s*(?:export\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=)(?P<value>"(?:[^"\\]|\\.)*"|\'[^\']*\'|[^\s#;]*)(?P<rest>.*)$')
+CMDLINE_VARIABLES = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
+_REFERENCE = "\0"     # stands for a $GRUB_CMDLINE_LINUX* reference in a lexed value
+_ASSIGNMENT = re.compile(r"^[ \t]*(?:export[ \t]+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=", re.M)
+_DOLLAR_NAME = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+class ShellValue(NamedTuple):
+    start: int                          # first character of the value in the file text
+    end: int                            # just past the shell word
+    text: str                           # the value as sh assigns it, references as _REFERENCE
+    spans: List[Tuple[int, int, int]]   # per character of text: (raw start, raw end, quoting region)
+
+
+class UnparsableShell(ModSignError):
+    pass
+
+
+def lex_shell_value(text, start, name):
+    # type: (str, int, str) -> ShellValue
+    """The value of the assignment whose word starts at ``start``; UnparsableShell for what sh would run."""
+    out, spans, region, i, n = [], [], 0, start, len(text)   # type: List[str], List[Tuple[int, int, int]], int, int, int
+
+    def refuse(what):
+        # type: (str) -> UnparsableShell
+        return UnparsableShell("%s is set with %s, which this module cannot evaluate without running it; "
+                               "refusing to edit the file" % (name, what))
+
+    def dollar(at, region):
+        # type: (int, int) -> int
+        if text.startswith("$(", at):
+            raise refuse("a command substitution $(...)")
+        match = _DOLLAR_NAME.match(text, at)
+        if match is None:
+            raise refuse("%r" % text[at:at + 3])
+        var = match.group("braced") or match.group("plain")
+        if var not in CMDLINE_VARIABLES:
+            raise refuse("the variable $%s" % var)
+        out.append(_REFERENCE)
+        spans.append((at, match.end(), region))
+        return match.end()
+
+    while i < n and text[i] not in " \t\n;&|<>()":
+        char = text[i]
+        if char in "'\"":
+            region += 1     # a quoted string is a region of its own, and so is the unquoted text after it
+        if char == "'":
+            close = text.find("'", i + 1)
+            if close < 0:
+                raise refuse("an unterminated single quote")
+            for j in range(i + 1, close):
+                out.append(text[j])
+                spans.append((j, j + 1, region))
+            i = close + 1
+            region += 1
+        elif char == '"':
+            i += 1
+            while True:
+                if i >= n:
+                    raise refuse("an unterminated double quote")
+                char = text[i]
+                if char == '"':
+                    i += 1
+                    region += 1
+                    break
+                if char == "`":
+                    raise refuse("a command substitution `...`")
+                if char == "$":
+                    i = dollar(i, region)
+                elif char == "\\" and text[i + 1:i + 2] in ("$", "`", '"', "\\"):
+                    out.append(text[i + 1])
+                    spans.append((i, i + 2, region))
+                    i += 2
+                elif char == "\\" and text[i + 1:i + 2] == "\n":
+                    raise refuse("a line continuation")
+                else:
+                    out.append(char)
+                    spans.append((i, i + 1, region))
+                    i += 1
+        elif char == "`":
+            raise refuse("a command substitution `...`")
+        elif char == "$":
+            i = dollar(i, region)
+        elif char == "\\":
+            if text[i + 1:i + 2] in ("", "\n"):
+                raise refuse("a line continuation")
+            out.append(text[i + 1])
+            spans.append((i, i + 2, region))
+            i += 2
+        elif char == "~":
+            raise refuse("a tilde expansion")
+        else:
+            out.append(char)
+            spans.append((i, i + 1, region))
+            i += 1
+    return ShellValue(start, i, "".join(out), spans)
+
+
+def _raw_cut(value, tok, name):
+    # type: (ShellValue, Token, str) -> Tuple[int, int]
+    """The raw span to delete for the kernel argument ``tok`` of ``value`` (with one side's blanks)."""
+    spans = value.spans
+    region = spans[tok.start][2]
+    if any(spans[k][2] != region for k in range(tok.start, tok.end)):
+        raise UnparsableShell("%s: %r is split across shell quotes; refusing to cut it" % (name, tok.text))
+    first, last = tok.start, tok.end - 1
+    while first > 0 and value.text[first - 1] in " \t" and spans[first - 1][2] == region:
+        first -= 1
+    if first == tok.start:
+        while last + 1 < len(spans) and value.text[last + 1] in " \t" and spans[last + 1][2] == region:
+            last += 1
+    return spans[first][0], spans[last][1]
+
+
+def _assignments(text, names):
+    # type: (str, Sequence[str]) -> List[Tuple[str, ShellValue]]
+    """Every ``name=...`` of ``names`` at the start of a line, lexed; other forms of setting them are refused."""
+    found, taken = [], -1   # type: List[Tuple[str, ShellValue]], int
+    for match in _ASSIGNMENT.finditer(text):
+        if match.group("name") in names and match.start() >= taken:
+            value = lex_shell_value(text, match.end(), match.group("name"))
+            found.append((match.group("name"), value))
+            taken = value.end
+    starts = set(value.start for _name, value in found)
+    for name in names:
+        for match in re.finditer(r"(?<![A-Za-z0-9_$])%s\+?=" % name, text):
+            line = text[text.rfind("\n", 0, match.start()) + 1:match.start()]
+            if match.end() not in starts and not line.lstrip().startswith("#"):
+                raise UnparsableShell("%s is set in a form this module does not edit (%r); refusing to edit "
+                                      "the file" % (name, (line + text[match.start():]).split("\n", 1)[0]))
+    return found
 
 
 def shell_assignments(text, name):
-    # type: (str, str) -> List[Tuple[int, str]]
-    """(line index, unquoted value) of each plain assignment ``name=...`` in a shell file."""
-    out = []
-    for index, line in enumerate(text.split("\n")):
-        match = _ASSIGN.match(line)
-        if match and match.group("name") == name:
-            value = match.group("value")
-            if value[:1] in "\"'" and len(value) >= 2:
-                value = value[1:-1]
-            out.append((index, value))
-    return out
+    # type: (str, str) -> List[str]
+    """The value of each plain assignment ``name=...`` in a shell file (references as ``$name``)."""
+    return [v.text.replace(_REFERENCE, "$" + n) for n, v in _assignments(text, (name,))]
 
 
-def edit_shell_assignment(text, name, arg, state):
-    # type: (str, str, str, str) -> str
-    """Add or remove ``arg`` inside every ``name="..."`` assignment; other lines byte for byte.
+def remove_from_shell_assignments(text, arg, names=CMDLINE_VARIABLES):
+    # type: (str, str, Sequence[str]) -> str
+    """Every argument named like ``arg`` taken out of the ``names`` assignments; every other byte kept."""
+    name = arg_name(arg)
+    cuts = []  # type: List[Tuple[int, int]]
+    for var, value in _assignments(text, names):
+        for tok in tokens(value.text):
+            if _REFERENCE in tok.text and tok.text != _REFERENCE:
+                raise UnparsableShell("%s: %r joins a variable to other text; refusing to edit the file"
+                                      % (var, tok.text.replace(_REFERENCE, "$" + var)))
+            if tok.text != _REFERENCE and arg_name(tok.text) == name:
+                cuts.append(_raw_cut(value, tok, var))
+    for start, end in sorted(cuts, reverse=True):
+        text = text[:start] + text[end:]
+    return text
 
-    Used for removal (``absent``) from /etc/default/grub and drop-ins: adding is done by our own drop-in.
-    """
-    lines = text.split("\n")
-    for index, value in shell_assignments(text, name):
-        match = _ASSIGN.match(lines[index])
-        new_value = edit(value, arg, state)
-        if new_value == value:
-            continue
-        quote = match.group("value")[:1] if match.group("value")[:1] in "\"'" else '"'
-        lines[index] = "%s%s%s%s%s" % (match.group("lead"), quote, new_value, quote, match.group("rest"))
-    return "\n".join(lines)
+
+def shell_double_quoted(text):
+    # type: (str) -> str
+    """``text`` as one double-quoted sh word."""
+    return '"%s"' % re.sub(r'([\\"$`])', r"\\\1", text)
 
 
 def grub_dropin(arg):
     # type: (str) -> str
     """Our drop-in: sourced by grub-mkconfig after /etc/default/grub, it appends to GRUB_CMDLINE_LINUX."""
-    return '%s\nGRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX %s"\n' % (MARKER, arg)
+    return '%s\nGRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX%s\n' % (MARKER, shell_double_quoted(" " + arg)[1:])
+
+
+def sourced_cmdline_expected(before, after, arg, state):
+    # type: (Sequence[str], Sequence[str], str, str) -> bool
+    """Whether sourced values ``after`` are ``before`` with ``arg`` removed (absent) or exactly ``arg`` (present).
+
+    ``before``/``after``: the CMDLINE_VARIABLES as sourcing the old and the new file in a clean sh left them.
+    """
+    if state == "present":
+        return list(after[:1]) == [" " + arg]
+    name = arg_name(arg)
+    return all(split_args(new) == [t for t in split_args(old) if arg_name(t) != name]
+               for old, new in zip(before, after))
 
 
 _GRUB_LINUX = re.compile(r"^\s*(linux|linuxefi|linux16)\s+(\S+)(.*)$")
@@ -321,6 +483,21 @@ def under(root, path):
     return os.path.join(root, path.lstrip("/"))
 
 
+def read_boot_file(root, path):
+    # type: (str, str) -> Optional[str]
+    """The text of the in-tree ``path``, None when it does not exist.
+
+    A symbolic link is read where a write would land (``write_target``: absolute targets inside ``root``).
+    """
+    target = write_target(under(root, path), root)
+    if not os.path.lexists(target):
+        return None
+    try:
+        return read_regular(target, max_size=MAX_BOOT_FILE_BYTES).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModSignError("not UTF-8 text (%s)" % exc, target)
+
+
 def _exists(root, *paths):
     # type: (str, str) -> Optional[str]
     for path in paths:
@@ -330,6 +507,7 @@ def _exists(root, *paths):
 
 
 ESP_CANDIDATES = ("/efi", "/boot/efi", "/boot")
+BLS_ENTRIES = "/boot/loader/entries"
 
 
 def systemd_boot_dirs(root):
@@ -349,17 +527,19 @@ def systemd_boot_dirs(root):
 def detect(root):
     # type: (str) -> str
     """Which bootloader configuration this tree uses; a clear failure when none is recognised."""
-    if _exists(root, "/usr/sbin/grubby", "/usr/bin/grubby", "/sbin/grubby") and \
-            os.path.isdir(under(root, "/boot/loader/entries")):
+    bls = os.path.isdir(under(root, BLS_ENTRIES))
+    if bls and _exists(root, "/usr/sbin/grubby", "/usr/bin/grubby", "/sbin/grubby"):
         return "grubby"
     if systemd_boot_dirs(root):
         return "systemd_boot"
+    if bls:
+        return "bls"    # never grub-mkconfig: with BLS it does not write the entries' options
     if _exists(root, "/usr/sbin/update-grub", "/usr/sbin/grub-mkconfig", "/usr/sbin/grub2-mkconfig",
                "/etc/default/grub", "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"):
         return "grub"
     if _exists(root, "/etc/kernel/cmdline", "/etc/kernel/install.conf", "/usr/lib/kernel/install.conf"):
         return "kernel_install"
-    raise ModSignError("no bootloader recognised: looked for grubby with BLS entries, systemd-boot "
+    raise ModSignError("no bootloader recognised: looked for BLS entries (/boot/loader/entries), systemd-boot "
                        "(loader/loader.conf on /efi, /boot/efi, /boot), GRUB (update-grub, grub-mkconfig, "
                        "/etc/default/grub) and kernel-install (/etc/kernel/cmdline); set bootloader explicitly",
                        root)
@@ -391,11 +571,11 @@ def grub_command(root):
 def _plan_grub(root, arg, state, dropin_name):
     # type: (str, str, str, str) -> Plan
     cfg_path = grub_cfg_path(root)
-    cfg = read_text_if_exists(under(root, cfg_path))
+    cfg = read_boot_file(root, cfg_path)
     entries = [Entry(cfg_path, kernel, options, satisfied(options, arg, state))
                for kernel, options in grub_cfg_entries(cfg or "")]
     dropin = "/etc/default/grub.d/%s" % dropin_name
-    current = read_text_if_exists(under(root, dropin))
+    current = read_boot_file(root, dropin)
     changes = []  # type: List[FileChange]
     if state == "present":
         wanted = grub_dropin(arg)
@@ -408,12 +588,13 @@ def _plan_grub(root, arg, state, dropin_name):
             "/etc/default/grub.d/" + os.path.basename(p)
             for p in glob.glob(under(root, "/etc/default/grub.d/*.cfg")))
         for path in others:
-            text = read_text_if_exists(under(root, path))
+            text = read_boot_file(root, path)
             if text is None or path == dropin:
                 continue
-            new = text
-            for name in ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"):
-                new = edit_shell_assignment(new, name, arg, state)
+            try:
+                new = remove_from_shell_assignments(text, arg)
+            except UnparsableShell as exc:
+                raise ModSignError(exc.cause, under(root, path))
             if new != text:
                 changes.append(FileChange(path, text, new))
     stale = cfg is None or not entries or not all(e.satisfied for e in entries)
@@ -428,15 +609,15 @@ def _bls_entries(root, entries_dir, env):
     """(in-tree path, text, effective options) of every entry file, sorted by name."""
     out = []
     for path in sorted(glob.glob(os.path.join(under(root, entries_dir), "*.conf"))):
-        text = read_text_if_exists(path) or ""
         rel = os.path.join(entries_dir, os.path.basename(path))
+        text = read_boot_file(root, rel) or ""
         out.append((rel, text, expand_kernelopts(bls_options(text), env)))
     return out
 
 
 def _plan_grubby(root, arg, state):
     # type: (str, str, str) -> Plan
-    env_text = read_text_if_exists(under(root, "/boot/grub2/grubenv")) or ""
+    env_text = read_boot_file(root, "/boot/grub2/grubenv") or ""
     env = grubenv(env_text)
     found = _bls_entries(root, "/boot/loader/entries", env)
     if not found:
@@ -453,11 +634,37 @@ def _plan_grubby(root, arg, state):
     return Plan("grubby", entries, [], command, predicted, [])
 
 
+def _plan_bls(root, arg, state):
+    # type: (str, str, str) -> Plan
+    """BLS entries in /boot/loader/entries without grubby: edit them and /etc/kernel/cmdline ourselves."""
+    found = _bls_entries(root, BLS_ENTRIES, {})
+    if not found:
+        raise ModSignError("BootLoaderSpec directory without entries (*.conf): nothing to put the argument on; "
+                           "set bootloader explicitly if another one boots this host", under(root, BLS_ENTRIES))
+    for path, text, _options in found:
+        variables = sorted(set(re.findall(r"\$\{?[A-Za-z_][A-Za-z0-9_]*", bls_options(text))))
+        if variables:
+            raise ModSignError(
+                "options take %s from GRUB's environment block (/boot/grub2/grubenv), which this module does not "
+                "edit: install grubby (Fedora/RHEL package grubby) so that bootloader=grubby updates it, or write "
+                "the arguments into the entries' options instead" % ", ".join(v.replace("{", "") for v in variables),
+                under(root, path))
+    entries, changes = _plan_entries_and_kernel_cmdline(root, arg, state, found)
+    notes = ["grubby is not installed: the BLS entries and /etc/kernel/cmdline are edited directly; "
+             "/etc/default/grub's GRUB_CMDLINE_LINUX is left as it is"]
+    predicted = [Entry(e.path, e.name, edit(e.options, arg, state), True) for e in entries]
+    return Plan("bls", entries, changes, None, predicted, notes)
+
+
 def _proc_cmdline(root):
     # type: (str) -> Optional[str]
     if os.path.abspath(root) != "/":
         return None
-    text = read_text_if_exists("/proc/cmdline")
+    try:
+        with open("/proc/cmdline") as handle:
+            text = handle.read()
+    except OSError:
+        text = None
     if text is None:
         return None
     keep = [a for a in split_args(text) if arg_name(a) not in ("BOOT_IMAGE", "initrd")]
@@ -468,7 +675,7 @@ def _plan_kernel_cmdline(root, arg, state, seed):
     # type: (str, str, str, Optional[str]) -> Tuple[Entry, Optional[FileChange]]
     """/etc/kernel/cmdline: kernel-install reads it for every new kernel (else /proc/cmdline)."""
     path = "/etc/kernel/cmdline"
-    text = read_text_if_exists(under(root, path))
+    text = read_boot_file(root, path)
     if text is None:
         if state == "absent":
             return Entry(path, "kernel-install", "", True), None
@@ -485,11 +692,9 @@ def _plan_kernel_cmdline(root, arg, state, seed):
     return entry, (FileChange(path, text_now, new) if new != text_now else None)
 
 
-def _plan_systemd_boot(root, arg, state):
-    # type: (str, str, str) -> Plan
-    found = []
-    for esp in systemd_boot_dirs(root):
-        found.extend(_bls_entries(root, os.path.join(esp, "loader", "entries"), {}))
+def _plan_entries_and_kernel_cmdline(root, arg, state, found):
+    # type: (str, str, str, List[Tuple[str, str, str]]) -> Tuple[List[Entry], List[FileChange]]
+    """Our own edit of BLS entries (``found``, see _bls_entries) and of /etc/kernel/cmdline."""
     entries, changes = [], []  # type: List[Entry], List[FileChange]
     for path, text, options in found:
         entries.append(Entry(path, bls_value(text, "title") or os.path.basename(path), options,
@@ -502,6 +707,15 @@ def _plan_systemd_boot(root, arg, state):
     entries.append(kentry)
     if kchange:
         changes.append(kchange)
+    return entries, changes
+
+
+def _plan_systemd_boot(root, arg, state):
+    # type: (str, str, str) -> Plan
+    found = []
+    for esp in systemd_boot_dirs(root):
+        found.extend(_bls_entries(root, os.path.join(esp, "loader", "entries"), {}))
+    entries, changes = _plan_entries_and_kernel_cmdline(root, arg, state, found)
     notes = [] if found else ["no loader/entries/*.conf found: only /etc/kernel/cmdline is managed"]
     predicted = [Entry(e.path, e.name, edit(e.options, arg, state), True) for e in entries]
     return Plan("systemd_boot", entries, changes, None, predicted, notes)
@@ -528,6 +742,8 @@ def plan(root, arg, state="present", bootloader="auto", dropin_name=DROPIN_NAME)
         return _plan_grub(root, arg, state, dropin_name)
     if bootloader == "grubby":
         return _plan_grubby(root, arg, state)
+    if bootloader == "bls":
+        return _plan_bls(root, arg, state)
     if bootloader == "systemd_boot":
         return _plan_systemd_boot(root, arg, state)
     if bootloader == "kernel_install":

@@ -21,6 +21,9 @@ description:
   - V(grubby) (Fedora, RHEL) - C(grubby --update-kernel=ALL --args=...) (or C(--remove-args=...)), which edits every
     BootLoaderSpec entry in C(/boot/loader/entries), C($kernelopts) in C(grubenv), C(/etc/default/grub) and
     C(/etc/kernel/cmdline).
+  - V(bls) (Fedora, RHEL without grubby) - the C(options) of every entry in C(/boot/loader/entries) and
+    C(/etc/kernel/cmdline), edited by this module; never C(grub2-mkconfig), which does not write the entries'
+    options. Entries whose options take C($kernelopts) from C(grubenv) are refused (only grubby edits it).
   - V(systemd_boot) - the C(options) of every C(loader/entries/*.conf) on the ESP (C(/efi), C(/boot/efi), C(/boot))
     and C(/etc/kernel/cmdline), which C(kernel-install) uses for kernels installed later.
   - V(kernel_install) - C(/etc/kernel/cmdline) only, for unified kernel images built by C(kernel-install).
@@ -46,7 +49,16 @@ attributes:
 options:
   argument:
     description:
-      - One kernel argument, V(name) or V(name=value). Shell and quoting characters are refused.
+      - One kernel argument, V(name) or V(name=value) (the kernel's grammar). The name is letters, digits, V(_), V(.),
+        V(-); the value is printable ASCII without spaces, quotes, backslashes, V($), backticks or the shell's
+        operator and grouping characters (V(;), V(&), V(|), V(<), V(>), parentheses, braces, V(#)); or it is
+        double-quoted, with spaces, single quotes and those operators allowed but no double quote, backslash, V($) or backtick. Anything
+        else is refused, because the shell that C(update-grub) runs, GRUB's script parser or a BLS entry would
+        interpret it.
+      - The GRUB drop-in is written with shell quoting and checked with C(sh -n) and by sourcing it in a clean
+        C(sh) before it replaces the old one; with O(state=absent) an edited C(/etc/default/grub) or drop-in must
+        source to the same values without the argument. A C(GRUB_CMDLINE_LINUX) set with a command
+        substitution, backticks or a variable other than C(GRUB_CMDLINE_LINUX*) is refused, the file unchanged.
     type: str
     default: module.sig_enforce=1
   state:
@@ -58,10 +70,11 @@ options:
   bootloader:
     description:
       - Which configuration to manage. V(auto) - grubby when it is installed and BLS entries exist, else
-        systemd-boot when C(loader/loader.conf) is on an ESP, else GRUB when its tools or C(/etc/default/grub) exist,
+        systemd-boot when C(loader/loader.conf) is on an ESP, else V(bls) when C(/boot/loader/entries) exists (never
+        GRUB then), else GRUB when its tools or C(/etc/default/grub) exist,
         else kernel-install when C(/etc/kernel/cmdline) or C(install.conf) exists. Nothing recognised is a failure.
     type: str
-    choices: [auto, grub, grubby, systemd_boot, kernel_install]
+    choices: [auto, grub, grubby, bls, systemd_boot, kernel_install]
     default: auto
   root_dir:
     description:
@@ -82,6 +95,9 @@ options:
     type: str
     default: 60-skm-modsign.cfg
 notes:
+  - Files that are symbolic links (C(/etc/default/grub), drop-ins, C(/etc/kernel/cmdline), boot entries) are written
+    through to their target, resolved inside O(root_dir); the link is kept. A link leading out of O(root_dir) is
+    refused.
   - Changing the command line takes effect at the next boot; this module never reboots.
   - When C(/etc/kernel/cmdline) does not exist it is started from the newest boot entry's options (or
     C(/proc/cmdline) without C(BOOT_IMAGE=)/C(initrd=)), never from the argument alone, which would drop C(root=).
@@ -156,12 +172,14 @@ notes:
 """
 
 import os
+import tempfile
 
 from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as cmdline
 from ansible_collections.skm.modsign.plugins.module_utils import _gate as gate
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import write_target
 
 
 def _entries(entries):
@@ -182,17 +200,58 @@ def _diff(plan):
     return diffs
 
 
-def _apply(module, plan, root):
+def _sourced(module, path, cwd):
+    """GRUB_CMDLINE_LINUX and _DEFAULT after sourcing ``path`` in a clean sh, as grub-mkconfig does."""
+    script = '. "$1"; printf "%s\\0" ' + " ".join('"$%s"' % n for n in cmdline.CMDLINE_VARIABLES)
+    rc, out, err = module.run_command(["env", "-i", "sh", "-c", script, "sh", path], cwd=cwd, encoding=None)
+    values = out.split(b"\0")
+    if rc != 0 or len(values) != len(cmdline.CMDLINE_VARIABLES) + 1:
+        return None
+    return [v.decode("utf-8", "replace") for v in values[:-1]]
+
+
+def _check_grub_shell(module, change, path, arg, state):
+    """Before anything is written: the new GRUB shell file parses (sh -n) and sources to what we intend.
+
+    Our drop-in must add exactly the argument; an edited file must source to the same arguments as before
+    without ours.
+    """
+    ours = change.path.endswith("/" + module.params["dropin_name"])
+    with tempfile.TemporaryDirectory(prefix="skm-cmdline-") as tmp:
+        new, old = os.path.join(tmp, "new"), os.path.join(tmp, "old")
+        with open(new, "w") as handle:
+            handle.write(change.after)
+        with open(old, "w") as handle:
+            handle.write(change.before or "")
+        rc, _out, err = module.run_command(["sh", "-n", new], cwd=tmp)
+        if rc != 0:
+            raise ModSignError("the new content would not parse as sh (%s); left unchanged" % err.strip(), path)
+        before, after = _sourced(module, old, tmp), _sourced(module, new, tmp)
+    if before is None or after is None or not cmdline.sourced_cmdline_expected(
+            before, after, arg, "present" if ours and state == "present" else "absent"):
+        raise ModSignError("the new content would source to %s=%r, not to what was intended; left unchanged"
+                           % (cmdline.CMDLINE_VARIABLES[0], (after or ["?"])[0]), path)
+
+
+def _apply(module, plan, root, arg, state, result):
+    """Check every GRUB shell file, then write each change through symbolic links, then run the tool."""
+    if plan.bootloader == "grub":
+        for change in plan.changes:
+            if change.after is not None:
+                _check_grub_shell(module, change, cmdline.under(root, change.path), cmdline.check_arg(arg), state)
     for change in plan.changes:
         path = cmdline.under(root, change.path)
+        result["changed"] = True
         if change.after is None:
-            os.unlink(path)
+            os.unlink(path)      # our drop-in: a link to it is removed, whatever it points to stays
             continue
-        parent = os.path.dirname(path)
+        target = write_target(path, root)
+        parent = os.path.dirname(target)
         if not os.path.isdir(parent):
             os.makedirs(parent, 0o755)
-        atomic_write(path, change.after.encode("utf-8"), mode=None if change.before is not None else 0o644)
+        atomic_write(target, change.after.encode("utf-8"), mode=None if change.before is not None else 0o644)
     if plan.command:
+        result["changed"] = True
         rc, out, err = module.run_command(plan.command)
         if rc != 0:
             raise ModSignError("%s failed (rc=%d): %s" % (" ".join(plan.command), rc, (err or out).strip()[-2000:]))
@@ -239,14 +298,15 @@ def main():
             raise ModSignError("dropin_name must be a file name ending in .cfg (grub-mkconfig sources only those)")
         plan = cmdline.plan(root, arg, state, p["bootloader"], p["dropin_name"])
         _runtime(module, root, arg, state, result)
-        result.update(bootloader=plan.bootloader, changed=plan.changed or result["changed"], files=[c.path for c in plan.changes],
+        result.update(bootloader=plan.bootloader, files=[c.path for c in plan.changes],
                       command=plan.command or [], notes=plan.notes)
         if module._diff and plan.changed:
             result["diff"] = _diff(plan)
         if module.check_mode or not plan.changed:
+            result["changed"] = plan.changed or result["changed"]
             result["entries"] = _entries(plan.predicted if plan.changed else plan.entries)
             module.exit_json(**result)
-        _apply(module, plan, root)
+        _apply(module, plan, root, arg, state, result)
         after = cmdline.plan(root, arg, state, plan.bootloader, p["dropin_name"])
         result["entries"] = _entries(after.entries)
         missing = [e for e in after.entries if not e.satisfied]

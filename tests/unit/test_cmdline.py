@@ -71,8 +71,7 @@ def _bash_value(text, name):
 def test_shell_assignment_edit_is_what_bash_sources():
     text = ('GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet module.sig_enforce=1"\n'
             "export GRUB_CMDLINE_LINUX='console=ttyS0 module.sig_enforce=1'  # serial\n")
-    new = c.edit_shell_assignment(text, "GRUB_CMDLINE_LINUX", ARG, "absent")
-    new = c.edit_shell_assignment(new, "GRUB_CMDLINE_LINUX_DEFAULT", ARG, "absent")
+    new = c.remove_from_shell_assignments(text, ARG)
     assert _bash_value(new, "GRUB_CMDLINE_LINUX") == "console=ttyS0"
     assert _bash_value(new, "GRUB_CMDLINE_LINUX_DEFAULT") == "quiet"
     assert new.splitlines()[0] == "GRUB_DEFAULT=0" and new.endswith("# serial\n")
@@ -157,3 +156,74 @@ def test_plan_kernel_install_never_starts_cmdline_from_the_argument_alone(tmp_pa
 def test_plan_unrecognised(tmp_path):
     with pytest.raises(ModSignError, match="no bootloader recognised"):
         c.plan(str(tmp_path), ARG)
+
+
+# --- issue 16: the argument grammar, the drop-in's quoting, removal that never cuts inside shell syntax --
+
+@pytest.mark.parametrize("good", [ARG, "quiet", "rd.luks.uuid=luks-0f8e", 'acpi_osi="Windows 2020"',
+                                  'x="1;echo PWNED >/tmp/pwned;"', "dyndbg=+p", "video=1024x768@60", "a=b=c"])
+def test_check_arg_accepts_the_kernel_grammar(good):
+    assert c.check_arg(good) == good
+
+
+@pytest.mark.parametrize("bad", ['x="1', 'x="a"b"', '"x=1"', "x=1;reboot", "x=1 y", "x=a\nb", "x=$y", "x='1'",
+                                 "x=1#", "-x", "x=\\1", 'x="$(id)"', "x=é"])
+def test_check_arg_refuses_what_a_bootloader_would_interpret(bad):
+    with pytest.raises(ModSignError, match="argument"):
+        c.check_arg(bad)
+
+
+@pytest.mark.parametrize("arg", [ARG, 'x="1;echo PWNED >/tmp/pwned;"', "a=x!y*z?[q]^~"])
+def test_grub_dropin_sources_to_exactly_the_argument(arg, tmp_path):
+    marker = tmp_path / "m"
+    arg = arg.replace("/tmp/pwned", str(marker))
+    assert _bash_value('GRUB_CMDLINE_LINUX="ro"\n' + c.grub_dropin(arg), "GRUB_CMDLINE_LINUX") == f"ro {arg}"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("value", ['"$(echo module.sig_enforce=1)"', '`echo module.sig_enforce=1`',
+                                   '"a $OTHER"', '"${GRUB_CMDLINE_LINUX:-x}"', '"unterminated', "~/x",
+                                   '"${GRUB_CMDLINE_LINUX}module.sig_enforce=1"', '"$$"'])
+def test_removal_refuses_values_it_cannot_evaluate(value):
+    with pytest.raises(c.UnparsableShell, match="GRUB_CMDLINE_LINUX"):
+        c.remove_from_shell_assignments(f"GRUB_CMDLINE_LINUX={value}\n", ARG)
+
+
+@pytest.mark.parametrize("text", ["GRUB_CMDLINE_LINUX+=' module.sig_enforce=1'\n",
+                                  'test -n "$X" && GRUB_CMDLINE_LINUX="module.sig_enforce=1"\n'])
+def test_removal_refuses_forms_it_does_not_edit(text):
+    with pytest.raises(c.UnparsableShell, match="form"):
+        c.remove_from_shell_assignments(text, ARG)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('GRUB_CMDLINE_LINUX="module.sig_enforce=1"\n', 'GRUB_CMDLINE_LINUX=""\n'),
+    ("GRUB_CMDLINE_LINUX=module.sig_enforce=1\n", "GRUB_CMDLINE_LINUX=\n"),
+    ('GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX module.sig_enforce=1 quiet"\n', 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX quiet"\n'),
+    ("GRUB_CMDLINE_LINUX='a \"b c\"'\" module.sig_enforce=1\"\n", "GRUB_CMDLINE_LINUX='a \"b c\"'\"\"\n"),
+    ('GRUB_CMDLINE_LINUX="a\\"b c\\" module.sig_enforce=1"\n', 'GRUB_CMDLINE_LINUX="a\\"b c\\""\n'),
+    ('#GRUB_CMDLINE_LINUX="$(x) module.sig_enforce=1"\nGRUB_X="$(y)"\n', None),
+    ('GRUB_CMDLINE_LINUX="a\nmodule.sig_enforce=1 b"\n', 'GRUB_CMDLINE_LINUX="a\nb"\n'),
+])
+def test_removal_cuts_only_the_argument_and_sources_the_same(text, expected):
+    new = c.remove_from_shell_assignments(text, ARG)
+    assert new == (text if expected is None else expected)
+    if "$(" not in text:
+        before = c.split_args(_bash_value(text, "GRUB_CMDLINE_LINUX"))
+        assert c.split_args(_bash_value(new, "GRUB_CMDLINE_LINUX")) == [a for a in before if c.arg_name(a) != c.arg_name(ARG)]
+
+
+def test_removal_refuses_an_argument_split_across_quotes():
+    with pytest.raises(c.UnparsableShell, match="split across shell quotes"):
+        c.remove_from_shell_assignments("GRUB_CMDLINE_LINUX=module.sig_enforce='1'\n", ARG)
+
+
+def test_plan_bls_without_grubby_never_picks_grub(tmp_path):
+    root = _tree(tmp_path, {
+        "/usr/sbin/grub2-mkconfig": "", "/etc/default/grub": 'GRUB_CMDLINE_LINUX=""\n',
+        "/boot/loader/entries/a.conf": "title a\noptions root=/dev/vda2 ro\n",
+        "/etc/kernel/cmdline": "root=/dev/vda2 ro\n",
+    })
+    plan = c.plan(root, ARG)
+    assert plan.bootloader == "bls" and plan.command is None
+    assert [ch.path for ch in plan.changes] == ["/boot/loader/entries/a.conf", "/etc/kernel/cmdline"]
