@@ -50,7 +50,8 @@ ENROLL_FAILED = "Failed to enroll keys"
 LINUX_BOOTING = re.compile(r"Linux version \d|login: *$|EFI stub: ")
 
 ANSI = re.compile(rb"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[()][0-9A-Za-z]|[@-Z\\-_])")
-HEX_BYTES = re.compile(r"(?:\b[0-9a-fA-F]{2}\b[\s:]*){20,32}")
+CURSOR_MOVE = re.compile(rb"\x1b\[[0-9;]*[Hf]")
+HEX_TOKEN = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{2}(?![0-9A-Za-z])")
 
 
 class MokManagerError(Exception):
@@ -68,7 +69,7 @@ class MokManagerError(Exception):
 def plain_text(raw):
     # type: (bytes) -> str
     """What a person sees in ``raw`` console bytes, roughly: ANSI sequences dropped, boxes kept as text."""
-    text = ANSI.sub(b"", raw).replace(b"\r", b"").decode("latin-1")
+    text = ANSI.sub(b"", CURSOR_MOVE.sub(b"\n", raw)).replace(b"\r", b"").decode("latin-1")
     return "".join(ch if (ch.isprintable() or ch == "\n") else " " for ch in text)
 
 
@@ -90,12 +91,16 @@ def normalize_fingerprint(text):
 
 def shown_fingerprint(screen_text):
     # type: (str) -> str
-    """The fingerprint in a MokManager key view (the hex bytes after "Fingerprint"), or ''."""
+    """The fingerprint in a MokManager key view, or ''.
+
+    The bytes follow "Fingerprint (SHA1):" (SHA256 in old shims), a few per line, possibly with box borders
+    between the lines: the first 20 (32) two-digit hex tokens after the heading are the fingerprint."""
     at = screen_text.rfind("Fingerprint")
     if at < 0:
         return ""
-    match = HEX_BYTES.search(screen_text, at)
-    return re.sub(r"[\s:]", "", match.group(0)).lower() if match else ""
+    size = 32 if "SHA256" in screen_text[at:at + 40] else 20
+    tokens = HEX_TOKEN.findall(screen_text[at + len("Fingerprint"):at + 2000])
+    return "".join(tokens[:size]).lower() if len(tokens) >= size else ""
 
 
 class Transcript:
@@ -183,6 +188,7 @@ class Dialogue:
 
     def _send(self, data, secret=False):
         # type: (bytes, bool) -> None
+        self._mark = len(self._raw)  # what follows a key is read from here on
         self.transcript.sent(data, secret)
         self.console.send(data)
         self._settle(self.key_delay)
@@ -213,7 +219,6 @@ class Dialogue:
     def _enter_screen(self, screen):
         # type: (str) -> None
         self.screens.append(screen)
-        self._mark = len(self._raw)
 
     def _fail(self, message, screen, **flags):
         return MokManagerError(message, screen, self.transcript.text(), **flags)
@@ -321,21 +326,32 @@ class Dialogue:
 
     def _password_prompt(self):
         self._enter_screen("Password")
-        for attempt in range(1, 4):
-            self._wait_for("Password", [PASSWORD_PROMPT], self.screen_timeout)
-            if attempt > self.password_attempts:
-                break
+        self._wait_for("Password", [PASSWORD_PROMPT], self.screen_timeout)
+        for attempt in range(1, self.password_attempts + 1):
             self._enter_screen("Password (attempt %d)" % attempt)
             self._send_password()
-            index, _ = self._wait_for("Password (attempt %d)" % attempt, [MAIN_MENU, PASSWORD_MISMATCH,
-                                                                           ENROLL_FAILED], self.screen_timeout)
-            if index == 0:
+            outcome = self._after_password("Password (attempt %d)" % attempt)
+            if outcome == "enrolled":
                 return
-            if index == 2:
+            if outcome == "failed":
                 break
         self._give_up_password()
 
+    def _after_password(self, screen):
+        # type: (str) -> str
+        """'enrolled' (back at the menu), 'retry' (asked again) or 'failed' (MokManager gave up)."""
+        outcomes = [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED]
+        index, _ = self._wait_for(screen, outcomes, self.screen_timeout, also=(PASSWORD_MISMATCH,))
+        if index == 3:  # "doesn't match": a new prompt follows, or a message box that wants a key first
+            try:
+                index, _ = self._wait_for(screen, outcomes, min(self.screen_timeout, 5.0))
+            except MokManagerError:
+                self._send(ANY_KEY)
+                index, _ = self._wait_for(screen, outcomes, self.screen_timeout)
+        return ("enrolled", "retry", "failed")[index]
+
     def _send_password(self):
+        self._mark = len(self._raw)
         self.transcript.sent(b"", secret=True)
         for char in self._password:
             self.console.send(char.encode("utf-8"))
@@ -344,17 +360,16 @@ class Dialogue:
         self._settle(self.key_delay)
 
     def _give_up_password(self):
-        """Leave the password prompt without guessing further; MokManager keeps the request staged."""
+        """Leave the password prompt without guessing: empty answers use up MokManager's tries, which keeps
+        the request staged; then boot on."""
         message = "MokManager did not accept the password; nothing was enrolled"
         try:
-            while True:
+            for _ in range(6):
                 index, _ = self._wait_for("Password", [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED],
                                           self.screen_timeout)
                 if index == 0:
                     break
-                # Enter on an empty prompt counts as one more failed try; on "Failed to enroll keys", it dismisses.
-                self._enter_screen("Password")
-                self._send(KEY_ENTER)
+                self._send(KEY_ENTER if index == 1 else ANY_KEY)  # ANY_KEY dismisses "Failed to enroll keys"
             self._boot_on("Perform MOK management")
         except MokManagerError as exc:
             raise self._fail(message + "; then the console stopped answering (%s)" % exc, "Password")

@@ -61,7 +61,7 @@ def make_certificate(directory: pathlib.Path) -> bytes:
 
 def stage(vm: SecureBootVM, der: bytes) -> str:
     vm.put("/root/mok.der", der, "0644")
-    vm.ssh("mokutil --generate-hash > /root/mok.hash", input=f"{PASSWORD}\n{PASSWORD}\n".encode())
+    vm.ssh("mokutil --generate-hash | tail -n 1 > /root/mok.hash", input=f"{PASSWORD}\n{PASSWORD}\n".encode())
     out = vm.ssh("mokutil --import /root/mok.der --hash-file /root/mok.hash; mokutil --list-new", check=False)
     return out.stdout + out.stderr
 
@@ -70,14 +70,27 @@ def pending(vm: SecureBootVM) -> bool:
     return "skm.modsign secure boot test MOK" in vm.ssh("mokutil --list-new", check=False).stdout
 
 
+KEYRINGS_SCRIPT = r"""
+for ring in .builtin_trusted_keys .secondary_trusted_keys .machine .platform .blacklist; do
+  keyctl describe %:$ring >/dev/null 2>&1 || continue
+  echo "$ring"
+  for k in $(keyctl rlist %:$ring 2>/dev/null); do printf '\t%s\n' "$(keyctl describe $k | cut -d';' -f5-)"; done
+done
+"""
+
+
 def keyrings(vm: SecureBootVM) -> dict:
-    """Keyring name -> the key descriptions in it (from /proc/keys via keyctl)."""
-    seen = {}
-    for ring in (".builtin_trusted_keys", ".secondary_trusted_keys", ".machine", ".platform", ".blacklist"):
-        out = vm.ssh(f"keyctl rlist %:{ring} 2>/dev/null | tr ' ' '\\n' | while read k; do "
-                     f"keyctl describe $k 2>/dev/null; done", check=False).stdout
-        if out.strip() or vm.ssh(f"keyctl describe %:{ring}", check=False).returncode == 0:
-            seen[ring] = [line.split(";", 4)[-1] for line in out.splitlines() if line.strip()]
+    """Keyring name -> the descriptions of the keys in it (keyctl, in the guest; one ssh call)."""
+    seen: dict[str, list[str]] = {}
+    ring = ""
+    for line in vm.ssh(KEYRINGS_SCRIPT, check=False).stdout.splitlines():
+        if line.startswith("\t"):
+            seen[ring].append(line.strip())
+        elif line.strip():
+            ring = line.strip()
+            seen[ring] = []
+    if ".blacklist" in seen:
+        seen[".blacklist"] = ["%d hashes/keys (dbx)" % len(seen[".blacklist"])]
     return seen
 
 

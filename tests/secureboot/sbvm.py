@@ -5,8 +5,9 @@
         vm.reboot_to_console()         # reboot; the serial console is then free for MokManager
 
 Firmware: OVMF_CODE_4M.secboot.fd + a private copy of OVMF_VARS_4M.ms.fd (Microsoft's KEK/db enrolled, so
-Secure Boot is on and only Microsoft-signed shim boots), q35 with SMM and a secure pflash. The disk is a
-qcow2 overlay on the cached raw image, so a run changes nothing in the cache. The serial port is a unix
+Secure Boot is on and only Microsoft-signed shim boots), q35 with SMM and a secure pflash. The cached raw
+disk is opened with snapshot=on: the guest's writes live as long as the qemu process (guest reboots keep
+them) and the cache is never changed. The serial port is a unix
 socket (serial.sock; ``socat - UNIX-CONNECT:serial.sock`` is the user's "console command") and every byte
 of it is logged to console.log. root's ssh key is handed to the guest through fw_cfg.
 """
@@ -52,7 +53,6 @@ class SecureBootVM:
         self.dir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="skm-sb-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.vars = self.dir / "OVMF_VARS.fd"
-        self.overlay = self.dir / "disk.qcow2"
         self.serial = self.dir / "serial.sock"
         self.console = self.dir / "console.log"
         self.key = self.dir / "id_ed25519"
@@ -66,9 +66,6 @@ class SecureBootVM:
     def prepare(self) -> None:
         if not self.vars.exists():
             shutil.copyfile(VARS_MS, self.vars)
-        if not self.overlay.exists():
-            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.disk),
-                            str(self.overlay)], check=True)
         if not self.key.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "skm-secureboot-test",
                             "-f", str(self.key)], check=True)
@@ -79,7 +76,7 @@ class SecureBootVM:
                 "-global", "driver=cfi.pflash01,property=secure,value=on",
                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={CODE}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
-                "-drive", f"if=virtio,format=qcow2,file={self.overlay}",
+                "-drive", f"if=virtio,format=raw,snapshot=on,file={self.disk}",
                 "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
                 "-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci",
                 "-fw_cfg", f"name=opt/skm/authorized_keys,file={self.key}.pub",
