@@ -7,8 +7,10 @@ Private to skm.modsign; used by skm_module_info (and through it the enforce
 role's safety gate). No Ansible imports.
 
 A module is ``trusted`` only when ``_signing.judge`` says so: its signature
-names one of the given certificates and verifies over the payload with it.
-Everything else (unsigned, another key, bad signature, unreadable) is not.
+names one of the given certificates and verifies over the payload with it,
+and the kernel can decompress it (``_verdicts.judge_container``; otherwise
+``bad_container``). Everything else (unsigned, another key, bad signature,
+unreadable) is not.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -25,10 +27,17 @@ from ansible_collections.skm.modsign.plugins.module_utils import _der as der
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_regular
+from ansible_collections.skm.modsign.plugins.module_utils._gate import read_kconfig
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import format_serial, name_to_text
-from ansible_collections.skm.modsign.plugins.module_utils._verdicts import CacheUse, builtin_certificates_of, judge_paths
+from ansible_collections.skm.modsign.plugins.module_utils._verdicts import (
+    BAD_CONTAINER, CacheUse, Decompression, Judged, builtin_certificates_of, decompression_of, judge_container,
+    judge_paths, shown_path,
+)
 
-STATES = (signing.TRUSTED, signing.UNSIGNED, signing.UNKNOWN_KEY, signing.BAD_SIGNATURE, signing.UNPARSEABLE)
+STATES = (signing.TRUSTED, signing.UNSIGNED, signing.UNKNOWN_KEY, signing.BAD_SIGNATURE, BAD_CONTAINER,
+          signing.UNPARSEABLE)
+MAX_CERTIFICATE_FILE_BYTES = 1 << 20
 _OID_CN = "2.5.4.3"
 _PEM_CERT = re.compile(b"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
@@ -74,11 +83,7 @@ def default_boot_kernel(boot_dir="/boot", modules_root="/lib/modules"):
 def certificates_in_file(path):
     # type: (str) -> List[bytes]
     """Every certificate in a PEM file (DER each), or the file itself when it is DER."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+    data = read_regular(path, "the certificate file", MAX_CERTIFICATE_FILE_BYTES)
     blocks = _PEM_CERT.findall(data)
     if not blocks:
         if data.lstrip().startswith(b"-----BEGIN"):
@@ -136,10 +141,12 @@ def common_name(name_der):
     return None
 
 
-def describe_module(path, verdict):
-    # type: (str, signing.Verdict) -> Dict[str, Any]
-    """One module's state, with the signer as modinfo shows it (signer, sig_key, sig_hashalgo)."""
-    entry = {"path": path, "state": verdict.state}  # type: Dict[str, Any]
+def describe_module(judged, decompression):
+    # type: (Judged, Decompression) -> Dict[str, Any]
+    """One module's state, with the signer as modinfo shows it (signer, sig_key, sig_hashalgo) and, when it is
+    compressed, who decompresses it."""
+    verdict = judge_container(judged, decompression)
+    entry = {"path": shown_path(judged.path), "state": verdict.state}  # type: Dict[str, Any]
     if verdict.signer is not None:
         signer = verdict.signer
         entry["signer"] = common_name(signer.issuer) if signer.skid is None else None
@@ -147,16 +154,33 @@ def describe_module(path, verdict):
         entry["sig_hashalgo"] = verdict.hash_name
     if verdict.state == signing.TRUSTED and verdict.certificate is not None:
         entry["trusted_by"] = name_to_text(verdict.certificate.subject)
+    by = decompression.of(judged.container)
+    if by is not None:
+        entry["container"] = judged.container
+        entry["decompressed_by"] = by
     if verdict.reason:
         entry["reason"] = verdict.reason
     return entry
 
 
-def audit(paths, trusted, workers=0, cache_dir=None, write_cache=True):
-    # type: (Sequence[str], Sequence[signing.TrustedCertificate], int, Optional[str], bool) -> Tuple[List[Dict[str, Any]], CacheUse]
-    """Every module's entry (see describe_module), and how much the verdict cache (if any) answered."""
+def kernel_decompression(config_path):
+    # type: (str) -> Decompression
+    """Who decompresses the modules of the kernel whose config is at ``config_path`` (which may be missing)."""
+    if not os.path.lexists(config_path):
+        return decompression_of(None, config_path)
+    text = read_regular(config_path, "the kernel config").decode("utf-8", "replace")
+    return decompression_of(read_kconfig(text), config_path)
+
+
+def audit(paths, trusted, workers=0, cache_dir=None, write_cache=True, decompression=None):
+    # type: (Sequence[str], Sequence[signing.TrustedCertificate], int, Optional[str], bool, Optional[Decompression]) -> Tuple[List[Dict[str, Any]], CacheUse]
+    """Every module's entry (see describe_module), and how much the verdict cache (if any) answered.
+
+    ``decompression``: who decompresses the modules (default: unknown, judged as strictly as in-kernel).
+    """
+    decompression = decompression or decompression_of(None)
     judged, cache_use = judge_paths(paths, trusted, workers, cache_dir, write_cache)
-    return [describe_module(path, verdict) for path, verdict in judged], cache_use
+    return [describe_module(one, decompression) for one in judged], cache_use
 
 
 def summary(entries):

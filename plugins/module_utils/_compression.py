@@ -10,7 +10,8 @@ uncompressed bytes, so the signature goes inside the compressed stream.
 Recompression follows scripts/Makefile.modinst so that in-kernel
 decompression (CONFIG_MODULE_DECOMPRESS) accepts the result:
 
-- xz:   ``xz --check=crc32 --lzma2=dict=1MiB`` (the kernel's xz decoder knows CRC32, not CRC64)
+- xz:   ``xz --check=crc32 --lzma2=dict=1MiB`` (the kernel's xz decoder knows CRC32, not CRC64; see
+        ``xz_check``)
 - gzip: ``gzip -n -9`` (no name, no timestamp)
 - zstd: ``zstd`` at its default level (zstd-compressed modules need kernel 6.2+ to load)
 
@@ -34,8 +35,10 @@ from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSign
 try:
     import zstandard
     HAS_ZSTANDARD = True
+    ZSTD_ERRORS = (zstandard.ZstdError,)  # type: tuple
 except ImportError:
     HAS_ZSTANDARD = False
+    ZSTD_ERRORS = ()
 
 NONE = "none"
 XZ = "xz"
@@ -50,6 +53,13 @@ _MAGICS = (
 
 XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 20}]
 
+# The integrity checks an .xz stream may carry (its stream header: 6 magic bytes, then the stream flags,
+# 0x00 and the check ID, then a CRC32 of the flags). xz uses CRC64 unless told otherwise.
+_XZ_CHECKS = {0x00: "none", 0x01: "crc32", 0x04: "crc64", 0x0A: "sha256"}
+# The kernel's own xz decoder (lib/xz, used by CONFIG_MODULE_DECOMPRESS) is built without XZ_DEC_ANY_CHECK
+# and without CRC64: any other check is XZ_OPTIONS_ERROR, "decompression failed with status 6" (EINVAL).
+KERNEL_XZ_CHECKS = ("none", "crc32")
+
 
 def detect(data):
     # type: (bytes) -> str
@@ -58,6 +68,36 @@ def detect(data):
         if data[:len(magic)] == magic:
             return kind
     return NONE
+
+
+def xz_check(data):
+    # type: (bytes) -> str
+    """The integrity check named in an .xz stream header: none, crc32, crc64, sha256 (or "check id N")."""
+    flags = bytes(data[6:8])
+    if len(flags) < 2:
+        return "truncated header"
+    if flags[0] != 0:
+        return "reserved stream flags %#04x" % flags[0]
+    return _XZ_CHECKS.get(flags[1], "check id %d" % flags[1])
+
+
+def container(kind, data):
+    # type: (str, bytes) -> str
+    """What the kernel's decompressor must accept: ``kind``, and for xz its check ("xz/crc64")."""
+    if kind == XZ:
+        return "%s/%s" % (XZ, xz_check(data))
+    return kind
+
+
+def kernel_refuses(container_name):
+    # type: (str) -> Optional[str]
+    """Why the kernel's own decompressor refuses a module of ``container_name`` (None: it accepts it)."""
+    kind, _sep, check = container_name.partition("/")
+    if kind == XZ and check not in KERNEL_XZ_CHECKS:
+        return ("xz stream with a %s check: the kernel's own xz decoder knows only CRC32 and none and refuses it "
+                "(EINVAL, \"decompression failed with status 6\"); recompress with xz --check=crc32 "
+                "--lzma2=dict=1MiB (skm_sign does)" % check.upper())
+    return None
 
 
 def _zstd_command(args, data, path):

@@ -12,7 +12,7 @@ questions, each with a list of reasons when the answer is no:
 2. Does it trust our certificates for modules? Built into the image
    (``.builtin_trusted_keys``), added to the secondary keyring, or enrolled in
    MOK and linked through the machine keyring (needs MokListTrustedRT).
-3. Is every one of its modules signed by a key it trusts?
+3. Is every one of its modules signed by a key it trusts, in a container it (or kmod) can decompress?
 
 No command runs here; the module feeds in what it read.
 """
@@ -28,13 +28,16 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as cmdline
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._files import read_text_if_exists
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_regular, read_text_if_exists
 from ansible_collections.skm.modsign.plugins.module_utils._kconfig import HASH_CRYPTO, KEY_CRYPTO
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import CertificateId, name_to_text
 from ansible_collections.skm.modsign.plugins.module_utils._signing import (
     TRUSTED, TrustedCertificate, Verdict, describe_verdict, find_modules,
 )
-from ansible_collections.skm.modsign.plugins.module_utils._verdicts import CacheUse, builtin_certificates_of, judge_paths
+from ansible_collections.skm.modsign.plugins.module_utils._verdicts import (
+    CacheUse, Decompression, builtin_certificates_of, decompression_of, judge_container, judge_paths,
+    shown_path,
+)
 
 LabelledCertificate = Tuple[str, TrustedCertificate]
 Certificates = Sequence[TrustedCertificate]
@@ -211,12 +214,14 @@ class Offender(NamedTuple):
     reason: str
 
 
-def offenders(judged):
+def offenders(verdicts):
     # type: (Sequence[Tuple[str, Verdict]]) -> List[Offender]
+    """The modules whose verdict is not trusted, their names escaped (see ``_verdicts.shown_path``)."""
     out = []
-    for path, verdict in judged:
+    for path, verdict in verdicts:
         if verdict.state != TRUSTED:
-            out.append(Offender(path, verdict.state, describe_verdict(verdict) or verdict.state))
+            out.append(Offender(shown_path(path), verdict.state, describe_verdict(verdict) or verdict.reason
+                                or verdict.state))
     return out
 
 
@@ -230,6 +235,7 @@ class GateResult(NamedTuple):
     builtin: List[str]             # descriptions of the built-in certificates
     hashes: List[str]              # hashes the kernel's modules are signed with
     cache: CacheUse                # how many verdicts came from the per-host cache
+    decompression: Decompression   # who decompresses its compressed modules
 
     @property
     def passed(self):
@@ -262,11 +268,11 @@ def check(root="/", kernel=None, ours=(), secondary=(), mok=(), trust_mok=False,
     if not kernel:
         kernel, source = default_kernel(root)
     config_path = cmdline.under(root, "/boot/config-%s" % kernel)
-    config_text = read_text_if_exists(config_path)
-    if config_text is None:
+    if not os.path.lexists(config_path):
         raise ModSignError("missing: the gate cannot tell what kernel %s verifies without its config" % kernel,
                            config_path)
-    kconfig = read_kconfig(config_text)
+    kconfig = read_kconfig(read_regular(config_path, "the kernel config").decode("utf-8", "replace"))
+    decompression = decompression_of(kconfig, config_path)
     image_path = cmdline.under(root, "/boot/vmlinuz-%s" % kernel)
     rings = keyrings(builtin_certificates_of(image_path, cache_dir, write_cache), kconfig, secondary, mok, trust_mok)
     problems = []
@@ -277,7 +283,8 @@ def check(root="/", kernel=None, ours=(), secondary=(), mok=(), trust_mok=False,
     directory = modules_dir or cmdline.under(root, "/lib/modules/%s" % kernel)
     if not os.path.isdir(directory):
         raise ModSignError("missing: no modules directory for kernel %s" % kernel, directory)
-    judged, cache_use = judge_paths(find_modules([directory]), rings.trusted, workers, cache_dir, write_cache)
+    checked, cache_use = judge_paths(find_modules([directory]), rings.trusted, workers, cache_dir, write_cache)
+    judged = [(one.path, judge_container(one, decompression)) for one in checked]   # type: List[Tuple[str, Verdict]]
     signed_hashes = sorted(set(v.hash_name for _p, v in judged if v.state == TRUSTED and v.hash_name))
     ours_ids = set(cert.id.der for _label, cert in ours)
     our_hashes = set(v.hash_name for _p, v in judged
@@ -285,7 +292,7 @@ def check(root="/", kernel=None, ours=(), secondary=(), mok=(), trust_mok=False,
     our_types = set(key_types) | set(_key_type(cert) for _label, cert in ours)
     problems = config_problems(kconfig, sorted(our_types), sorted(set(hashes) | our_hashes)) + problems
     return GateResult(kernel, source, len(judged), offenders(judged), problems, rings.notes,
-                      [describe_certificate(c.id) for c in rings.builtin], signed_hashes, cache_use)
+                      [describe_certificate(c.id) for c in rings.builtin], signed_hashes, cache_use, decompression)
 
 
 def _key_type(cert):

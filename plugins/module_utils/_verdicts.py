@@ -29,6 +29,15 @@ file: finding them means decompressing the image.
 A cache file is used only when it belongs to the user running and nobody else can write
 it; otherwise it is ignored and replaced. Unparseable modules are never cached (a read
 error may pass).
+
+A module must also reach the kernel: a compressed one is decompressed either by kmod in user
+space or, with CONFIG_MODULE_DECOMPRESS=y, by the kernel itself, whose xz decoder refuses the
+CRC64 check xz writes by default. So each module's container (compression, and the xz check) is
+kept beside its verdict, and ``judge_container`` turns a trusted verdict into ``bad_container``
+when the kernel that will load it cannot decompress it (see ``Decompression``).
+
+Only regular files are read (a FIFO named .ko would block the read forever, a link to /dev/zero
+would read until memory runs out); anything else is unparseable, with the reason.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -39,20 +48,68 @@ import os
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _cache_file as cache_file
-from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
+from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
+from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import MAX_FILE_BYTES, open_regular, read_regular
 from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import CertificateId, SignerId, certificate_id
 from ansible_collections.skm.modsign.plugins.module_utils._signing import (
     BAD_SIGNATURE, BAD_SIGNATURE_REASON, TRUSTED, UNKNOWN_KEY, UNPARSEABLE, UNSIGNED, TrustedCertificate, Verdict,
-    verify_module,
+    judge,
 )
+from ansible_collections.skm.modsign.plugins.module_utils._trailer import split_signature
 
-FORMAT = 2
+FORMAT = 3
 CACHE_FILE = "verdicts.json"
 IMAGES_FILE = "builtin-certificates.json"
+BAD_CONTAINER = "bad_container"     # validly signed, but the kernel that loads it cannot decompress it
 
-Judged = List[Tuple[str, Verdict]]
+
+class Judged(NamedTuple):
+    path: str
+    verdict: Verdict
+    container: Optional[str]    # see _compression.container; None when the file could not be read
+
+
+def shown_path(path):
+    # type: (str) -> str
+    """``path`` as text a result can carry: bytes that are not UTF-8 escaped (``\\xff``), the rest unchanged."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_module_file(path):
+    # type: (str) -> bytes
+    """The bytes of the module file ``path``: a regular file only (``_files.open_regular``), read to its end.
+
+    ``readall`` sizes its buffer from the file's size; ``_files.read_regular`` asks for its whole size cap at
+    once, which costs six times as much per module.
+    """
+    fd = open_regular(path, "module")
+    try:
+        with os.fdopen(fd, "rb", buffering=0, closefd=False) as handle:
+            data = handle.readall()
+    except OSError as exc:
+        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise ModSignError("grew past %d bytes while being read" % MAX_FILE_BYTES, path)
+    return data
+
+
+def check_module(path, trusted):
+    # type: (str, Sequence[TrustedCertificate]) -> Tuple[Verdict, Optional[str]]
+    """The verdict on the module file ``path`` against ``trusted``, and its container."""
+    try:
+        raw = read_module_file(path)
+        kind, data = compression.decompress(raw, path)
+        length, pkcs7 = split_signature(data, path)
+    except ModSignError as exc:
+        return Verdict(UNPARSEABLE, reason=exc.cause), None
+    except MemoryError:
+        return Verdict(UNPARSEABLE, reason="out of memory while reading or decompressing it"), None
+    return judge(memoryview(data)[:length], pkcs7, trusted, path), compression.container(kind, raw[:8])
 
 
 class CacheUse(NamedTuple):
@@ -63,14 +120,14 @@ class CacheUse(NamedTuple):
 
 
 # An entry, by identity: [version, a path it was seen at, what was learnt]; what was learnt:
-# [state, hash, reason, issuer hex, serial, skid hex, {certificate fingerprint: verified}].
+# [state, hash, reason, issuer hex, serial, skid hex, {certificate fingerprint: verified}, container].
 # state is UNSIGNED or BAD_SIGNATURE when that holds whatever the certificates (no signature; signed
 # attributes), else "signed".
 _SIGNED = "signed"
 
 
-def _learnt(verdict, old_results):
-    # type: (Verdict, Dict[str, bool]) -> List[Any]
+def _learnt(verdict, old_results, container_name):
+    # type: (Verdict, Dict[str, bool], Optional[str]) -> List[Any]
     signer = verdict.signer
     results = dict(old_results)
     state = _SIGNED
@@ -82,13 +139,13 @@ def _learnt(verdict, old_results):
             None if signer is None or signer.issuer is None else signer.issuer.hex(),
             None if signer is None else signer.serial,
             None if signer is None or signer.skid is None else signer.skid.hex(),
-            results]
+            results, container_name]
 
 
 def _answer(entry, trusted):
     # type: (List[Any], Sequence[TrustedCertificate]) -> Optional[Verdict]
     """The verdict against ``trusted`` from what the cache knows, or None when it must be verified."""
-    state, hash_name, reason, issuer, serial, skid, results = entry
+    state, hash_name, reason, issuer, serial, skid, results = entry[:7]
     if state == UNSIGNED:
         return Verdict(UNSIGNED)
     signer = SignerId(bytes.fromhex(issuer) if issuer is not None else None, serial,
@@ -114,7 +171,7 @@ def builtin_certificates_of(image_path, cache_dir=None, write_cache=True):
     ``cache_dir`` they are kept by the image file's identity, like the verdicts.
     """
     if not cache_dir:
-        return builtin_certificates(read_bytes(image_path, "the kernel image"), image_path)
+        return builtin_certificates(read_regular(image_path, "the kernel image"), image_path)
     cache_path = os.path.join(cache_dir, IMAGES_FILE)
     entries, _note = cache_file.load(cache_path, FORMAT)
     try:
@@ -124,7 +181,7 @@ def builtin_certificates_of(image_path, cache_dir=None, write_cache=True):
     cached = entries.get(identity)
     if cached is not None and cached[0] == version:
         return [certificate_id(bytes.fromhex(der_hex), image_path) for der_hex in cached[2]]
-    found = builtin_certificates(read_bytes(image_path, "the kernel image"), image_path)
+    found = builtin_certificates(read_regular(image_path, "the kernel image"), image_path)
     if write_cache and identity:
         entries[identity] = [version, image_path, [cert.der.hex() for cert in found]]
         cache_file.save(cache_path, FORMAT, entries)
@@ -132,34 +189,101 @@ def builtin_certificates_of(image_path, cache_dir=None, write_cache=True):
 
 
 def judge_paths(paths, trusted, workers=0, cache_dir=None, write_cache=True):
-    # type: (Sequence[str], Sequence[TrustedCertificate], int, Optional[str], bool) -> Tuple[Judged, CacheUse]
-    """Each module's verdict against ``trusted``, in the order of ``paths`` (misses on every core)."""
+    # type: (Sequence[str], Sequence[TrustedCertificate], int, Optional[str], bool) -> Tuple[List[Judged], CacheUse]
+    """Each module's verdict against ``trusted`` and its container, in the order of ``paths`` (misses on every core)."""
     if not cache_dir:
-        verdicts = map_files(lambda path: verify_module(path, trusted), list(paths), workers)
-        return list(zip(paths, verdicts)), CacheUse(None, 0, len(paths), None)
+        checked = map_files(lambda path: check_module(path, trusted), list(paths), workers)
+        return [Judged(path, v, c) for path, (v, c) in zip(paths, checked)], CacheUse(None, 0, len(paths), None)
     cache_path = os.path.join(cache_dir, CACHE_FILE)
     entries, note = cache_file.load(cache_path, FORMAT)
-    found = {}      # type: Dict[str, Verdict]
+    found = {}      # type: Dict[str, Tuple[Verdict, Optional[str]]]
     seen = {}       # type: Dict[str, Tuple[str, List[int]]]
     for path in paths:
         try:
             seen[path] = cache_file.identity(os.stat(path))
         except OSError:
-            continue      # verify_module says why
+            continue      # check_module says why
         identity, version = seen[path]
         cached = entries.get(identity)
         if cached is not None and cached[0] == version:
             verdict = _answer(cached[2], trusted)
             if verdict is not None:
-                found[path] = verdict
+                found[path] = (verdict, cached[2][7])
     misses = [path for path in paths if path not in found]
-    found.update(zip(misses, map_files(lambda path: verify_module(path, trusted), misses, workers)))
+    found.update(zip(misses, map_files(lambda path: check_module(path, trusted), misses, workers)))
     if write_cache and misses:
         for path in misses:
-            if path in seen and found[path].state != UNPARSEABLE:
+            verdict, container_name = found[path]
+            if path in seen and verdict.state != UNPARSEABLE:
                 identity, version = seen[path]
                 cached = entries.get(identity)
-                old_results = cached[2][-1] if cached is not None and cached[0] == version else {}
-                entries[identity] = [version, path, _learnt(found[path], old_results)]
+                old_results = cached[2][6] if cached is not None and cached[0] == version else {}
+                entries[identity] = [version, path, _learnt(verdict, old_results, container_name)]
         note = cache_file.save(cache_path, FORMAT, entries) or note
-    return [(path, found[path]) for path in paths], CacheUse(cache_path, len(paths) - len(misses), len(misses), note)
+    return ([Judged(path, found[path][0], found[path][1]) for path in paths],
+            CacheUse(cache_path, len(paths) - len(misses), len(misses), note))
+
+
+# ---------------------------------------------------------------- who decompresses
+
+class Decompression(NamedTuple):
+    """Who decompresses a kernel's compressed modules, from its config.
+
+    With CONFIG_MODULE_DECOMPRESS=y the kernel decompresses modules of the one format it was built for
+    (CONFIG_MODULE_COMPRESS_XZ/GZIP/ZSTD) itself (kmod hands them over as they are); otherwise, and for
+    other formats, kmod decompresses them in user space. Without the config nobody can say: ``unknown``,
+    judged as strictly as the kernel would.
+    """
+
+    by: str                     # kernel, kmod or unknown
+    kernel_format: Optional[str]  # the format the kernel decompresses itself (by == kernel)
+    why: str
+
+    def of(self, container_name):
+        # type: (Optional[str]) -> Optional[str]
+        """Who decompresses a module of ``container_name``: kernel, kmod, unknown (None: not compressed)."""
+        kind = (container_name or compression.NONE).partition("/")[0]
+        if kind == compression.NONE:
+            return None
+        if self.by == "kernel" and kind != self.kernel_format:
+            return "kmod"
+        return self.by
+
+    def as_dict(self):
+        # type: () -> Dict[str, Any]
+        return {"by": self.by, "kernel_format": self.kernel_format, "why": self.why}
+
+
+_KERNEL_FORMATS = (("CONFIG_MODULE_COMPRESS_XZ", compression.XZ), ("CONFIG_MODULE_COMPRESS_GZIP", compression.GZIP),
+                   ("CONFIG_MODULE_COMPRESS_ZSTD", compression.ZSTD))
+
+
+def decompression_of(kconfig, config_path=None):
+    # type: (Optional[Dict[str, str]], Optional[str]) -> Decompression
+    """Who decompresses the modules of the kernel whose config is ``kconfig`` (None: no config found)."""
+    if kconfig is None:
+        return Decompression("unknown", None, "no kernel config%s: a kernel with CONFIG_MODULE_DECOMPRESS=y may "
+                             "decompress modules itself" % (" at %s" % config_path if config_path else ""))
+    if kconfig.get("CONFIG_MODULE_DECOMPRESS") != "y":
+        return Decompression("kmod", None, "CONFIG_MODULE_DECOMPRESS is not set: kmod decompresses modules in "
+                             "user space")
+    for option, kind in _KERNEL_FORMATS:
+        if kconfig.get(option) == "y":
+            return Decompression("kernel", kind, "CONFIG_MODULE_DECOMPRESS=y and %s=y: the kernel decompresses "
+                                 "%s modules itself" % (option, kind))
+    return Decompression("kmod", None, "CONFIG_MODULE_DECOMPRESS=y but no CONFIG_MODULE_COMPRESS_XZ/GZIP/ZSTD: "
+                         "kmod decompresses modules in user space")
+
+
+def judge_container(judged, decompression):
+    # type: (Judged, Decompression) -> Verdict
+    """``judged``'s verdict, made ``bad_container`` when it is trusted but the kernel could not decompress it."""
+    verdict = judged.verdict
+    if verdict.state != TRUSTED or decompression.of(judged.container) not in ("kernel", "unknown"):
+        return verdict
+    refused = compression.kernel_refuses(judged.container or compression.NONE)
+    if refused is None:
+        return verdict
+    if decompression.by == "unknown":
+        refused += "; %s" % decompression.why
+    return verdict._replace(state=BAD_CONTAINER, reason=refused)

@@ -17,7 +17,12 @@ description:
   - Every module under C(/lib/modules/<version>) must be signed by a key that kernel trusts - the certificates
     built into its image (read from C(/boot/vmlinuz-<version>)), plus O(secondary_certificates) when the kernel has
     a secondary keyring, plus O(mok_certificates) only when O(trust_mok) says shim exports MokListTrustedRT and the
-    kernel links MOK into the machine keyring. Unsigned, unknown-key, bad and unparseable signatures are listed.
+    kernel links MOK into the machine keyring. Unsigned, unknown-key, bad and unparseable signatures are listed,
+    and so are files that are not regular files (a FIFO, a link to a device; never read) and validly signed
+    modules that kernel cannot decompress (V(bad_container) - with C(CONFIG_MODULE_DECOMPRESS=y) the kernel's own
+    xz decoder refuses the CRC64 check xz writes by default; where kmod decompresses, RV(decompression) says so).
+  - A kernel image that is truncated or corrupt (its built-in certificates cannot be extracted) fails the gate
+    with that reason.
   - The kernel's C(/boot/config-<version>) must let it verify our signatures at all - C(CONFIG_MODULE_SIG=y), our
     key type built in (C(CONFIG_CRYPTO_RSA=y), C(CONFIG_CRYPTO_ECDSA=y)) and our hash built in
     (C(CONFIG_CRYPTO_SHA512=y) for sha384/sha512; C(=m) does not count - a module cannot verify the module that
@@ -145,8 +150,8 @@ offenders:
   type: list
   elements: dict
   contains:
-    path: {description: The module file, type: str}
-    state: {description: "unsigned, unknown_key, bad_signature or unparseable", type: str}
+    path: {description: "The module file (bytes that are not UTF-8 escaped as \\xNN)", type: str}
+    state: {description: "unsigned, unknown_key, bad_signature, bad_container or unparseable", type: str}
     reason: {description: "Why, with the signer when there is one", type: str}
 problems:
   description: Why that kernel cannot verify our signatures (config, keyrings).
@@ -172,6 +177,14 @@ verdict_cache:
     hits: {description: Modules answered from the cache, type: int}
     misses: {description: Modules read and verified, type: int}
     note: {description: Why the cache file was not used or not written (null when it was), type: str}
+decompression:
+  description: Who decompresses that kernel's compressed modules, from its config.
+  returned: success
+  type: dict
+  contains:
+    by: {description: "V(kernel) (C(CONFIG_MODULE_DECOMPRESS=y), for its own format) or V(kmod) (user space)", type: str}
+    kernel_format: {description: "The format the kernel decompresses itself (xz, gzip, zstd), when it does", type: str}
+    why: {description: The config options that decide it, type: str}
 module_hashes:
   description: Hashes of the trusted module signatures found.
   returned: success
@@ -217,7 +230,7 @@ def main():
         passed=outcome.passed, kernel=outcome.kernel, kernel_source=outcome.kernel_source,
         modules_total=outcome.modules_total, problems=outcome.problems, notes=outcome.notes,
         offenders=[o._asdict() for o in outcome.offenders], builtin_certificates=outcome.builtin,
-        module_hashes=outcome.hashes, msg=outcome.message())
+        module_hashes=outcome.hashes, decompression=outcome.decompression.as_dict(), msg=outcome.message())
     if outcome.cache.path is not None:
         result["verdict_cache"] = outcome.cache._asdict()
     if not outcome.passed:

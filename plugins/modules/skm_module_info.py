@@ -16,8 +16,16 @@ description:
     reads every module (C(.ko), C(.ko.xz), C(.ko.gz), C(.ko.zst), by magic bytes) and says whether it is
     V(unsigned), V(trusted) (signed by one of the trusted certificates and the signature verifies; which one),
     V(unknown_key) (signed by a key none of them is; the signer as C(modinfo) prints it), V(bad_signature)
-    (names a trusted certificate but does not verify, or carries signed attributes the kernel refuses) or
-    V(unparseable) (corrupt file or signature).
+    (names a trusted certificate but does not verify, or carries signed attributes the kernel refuses),
+    V(bad_container) (validly signed, but the kernel that loads it cannot decompress it) or V(unparseable)
+    (corrupt file or signature, or not a regular file - a FIFO or a link to a device is never read).
+  - Compressed modules are judged against the kernel's config (C(<boot_dir>/config-<version>)). With
+    C(CONFIG_MODULE_DECOMPRESS=y) the kernel decompresses modules of its C(CONFIG_MODULE_COMPRESS_*) format itself,
+    and its xz decoder refuses the CRC64 check C(xz) writes by default ("decompression failed with status 6");
+    otherwise kmod decompresses them in user space. Each compressed module says which (C(decompressed_by)). Without
+    a config (O(path), or a missing config file) a CRC64 C(.ko.xz) is V(bad_container): in-kernel decompression
+    cannot be ruled out.
+  - File names that are not UTF-8 are reported with those bytes escaped (C(\\xff)).
   - A module is V(trusted) only when its signature verifies with a trusted certificate; an unsigned module, a
     module signed by any other key, and a tampered module never are. The enforce role's safety gate relies on it.
   - Read-only; runs the same in check mode.
@@ -138,6 +146,11 @@ kernels:
     image:
       description: The kernel image whose built-in certificates were trusted, if found.
       type: str
+    decompression:
+      description:
+        - Who decompresses this kernel's compressed modules - C(by) V(kernel) (with C(kernel_format)), V(kmod) or
+          V(unknown) (no config) - and C(why).
+      type: dict
     summary:
       description: Counts per state for this kernel.
       type: dict
@@ -157,7 +170,13 @@ modules:
       description: The kernel version it belongs to (absent with O(path)).
       type: str
     state:
-      description: V(trusted), V(unsigned), V(unknown_key), V(bad_signature) or V(unparseable).
+      description: V(trusted), V(unsigned), V(unknown_key), V(bad_signature), V(bad_container) or V(unparseable).
+      type: str
+    container:
+      description: A compressed module's format, with the xz check (V(xz/crc32), V(xz/crc64), V(gzip), V(zstd)).
+      type: str
+    decompressed_by:
+      description: Who decompresses a compressed module - V(kernel), V(kmod) or V(unknown).
       type: str
     signer:
       description: The signer's issuer common name, as C(modinfo) prints C(signer).
@@ -172,13 +191,13 @@ modules:
       description: The subject of the trusted certificate that verified it.
       type: str
     reason:
-      description: Why a signature is bad or a module unparseable.
+      description: Why a signature is bad, a container refused or a module unparseable.
       type: str
 summary:
   description: Counts per state over everything audited, and C(total).
   returned: always
   type: dict
-  sample: {total: 4023, trusted: 4020, unsigned: 2, unknown_key: 1, bad_signature: 0, unparseable: 0}
+  sample: {total: 4023, trusted: 4020, unsigned: 2, unknown_key: 1, bad_signature: 0, bad_container: 0, unparseable: 0}
 all_trusted:
   description: Every audited module is V(trusted) (what a safety gate asks before enforcing signatures).
   returned: always
@@ -254,7 +273,7 @@ def main():
     result = {"changed": False, "kernels": []}
     try:
         if p["path"]:
-            groups = [(None, None, batch.expand_paths(p["path"]), [])]
+            groups = [(None, None, batch.expand_paths(p["path"]), [], audit.decompression_of(None))]
         else:
             groups = []
             for version, roles in kernels_to_audit(module, result):
@@ -267,12 +286,14 @@ def main():
                     continue
                 image = os.path.join(p["boot_dir"], "vmlinuz-" + version)
                 images = [image] if p["builtin_certs"] and os.path.isfile(image) else []
-                groups.append((version, roles, batch.expand_paths([modules_dir]), images))
+                decompression = audit.kernel_decompression(os.path.join(p["boot_dir"], "config-" + version))
+                groups.append((version, roles, batch.expand_paths([modules_dir]), images, decompression))
         everything, described = [], {}
-        for version, roles, paths, images in groups:
+        for version, roles, paths, images, decompression in groups:
             trusted, certs = audit.load_trusted(p["trusted_certs"], images, p["verdict_cache"], not module.check_mode)
             described.update((c["fingerprint_sha256"], c) for c in certs)
-            entries, cache_use = audit.audit(paths, trusted, p["workers"], p["verdict_cache"], not module.check_mode)
+            entries, cache_use = audit.audit(paths, trusted, p["workers"], p["verdict_cache"], not module.check_mode,
+                                             decompression)
             add_cache_use(result, cache_use)
             if version is not None:
                 for entry in entries:
@@ -281,6 +302,7 @@ def main():
                 result["kernels"].append({
                     "version": version, "role": roles, "modules_dir": os.path.join(p["modules_root"], version),
                     "image": images[0] if images else None, "summary": counts,
+                    "decompression": decompression.as_dict(),
                     "all_trusted": counts[signing.TRUSTED] == counts["total"]})
             everything.extend(entries)
     except ModSignError as exc:
