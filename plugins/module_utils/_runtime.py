@@ -53,7 +53,7 @@ TRUST_KEYRINGS = (".builtin_trusted_keys", ".secondary_trusted_keys", ".machine"
 KEYRINGS = TRUST_KEYRINGS + (".blacklist",)
 # Where module verification starts (system_keyring.c); the first that exists is the root of trust.
 MODULE_TRUST_ROOTS = (".secondary_trusted_keys", ".builtin_trusted_keys")
-EFI_GLOBAL = "8be4df61-93ca-11d0-aa0d-00e098032b8c"
+EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 SHIM = "605dab50-e046-4300-abb6-3dd810dd8b23"
 # (fact name, efivar name, vendor GUID). Shim mirrors MokSBState (boot-services only) into MokSBStateRT.
 EFI_VARIABLES = (("secure_boot", "SecureBoot", EFI_GLOBAL), ("setup_mode", "SetupMode", EFI_GLOBAL),
@@ -530,7 +530,7 @@ def read_sig_force(prefixes):
     if _missing(path):
         return fact(UNKNOWN, reason="%s does not exist" % path)
     try:
-        lines = kconfig.parse_config(read_regular(path, "the kernel config"), path)
+        lines = kconfig.parse_config(read_regular(path, "the kernel config", MAX_PROC_BYTES), path)
     except ModSignError as exc:
         return fact(UNPARSED, reason=str(exc))
     value = kconfig.values(lines).get("CONFIG_MODULE_SIG_FORCE")

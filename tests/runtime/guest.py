@@ -19,7 +19,7 @@ import subprocess
 from tests.lib.debian_kernel import SIGN_FILE
 
 KEYRINGS = (".builtin_trusted_keys", ".secondary_trusted_keys", ".machine", ".platform", ".blacklist")
-TOOLS = {"/usr/bin/keyctl": ["/usr/bin/keyctl"], "/usr/bin/kmod": ["/usr/sbin/modinfo", "/usr/sbin/depmod"]}
+TOOLS = {"/usr/bin/keyctl": [], "/usr/bin/kmod": ["/usr/sbin/modinfo", "/usr/sbin/depmod"]}
 # Small Debian modules with no dependencies (lib/): what the test loads, and how each copy is signed.
 MODULES = {"crc7": "debian", "crc16": "unsigned", "crc-itu-t": "ours", "cordic": "unsigned", "crc8": "ours"}
 MODULE_DIR = {"cordic": "kernel/lib/math"}
@@ -75,7 +75,7 @@ def install_modules(vm, kernel, modules: dict[str, bytes]) -> None:
     vm.put(f"{base}/kernel/fs/efivarfs/efivarfs.ko",
            (kernel.modules_dir / "kernel/fs/efivarfs/efivarfs.ko").read_bytes(), 0o644)
     vm.put(f"/boot/config-{kernel.version}", kernel.config.read_bytes(), 0o644)
-    sh(vm, f"depmod {kernel.version}")
+    sh(vm, f"/usr/sbin/depmod {kernel.version}")  # kmod's: busybox sh prefers its own applets
 
 
 def insmod(vm, kernel, name: str) -> subprocess.CompletedProcess:
@@ -91,7 +91,7 @@ def capture(vm, destination: pathlib.Path) -> None:
              "/sys/module/module/parameters/sig_enforce"]
     files += [f"/sys/module/{line.split()[0]}/taint" for line in sh(vm, "cat /proc/modules").splitlines()]
     efivars = "/sys/firmware/efi/efivars"
-    for var in ("SecureBoot-8be4df61-93ca-11d0-aa0d-00e098032b8c", "SetupMode-8be4df61-93ca-11d0-aa0d-00e098032b8c",
+    for var in ("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c", "SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c",
                 "MokSBStateRT-605dab50-e046-4300-abb6-3dd810dd8b23",
                 "MokListTrustedRT-605dab50-e046-4300-abb6-3dd810dd8b23"):
         files.append(f"{efivars}/{var}")
@@ -114,6 +114,6 @@ def capture(vm, destination: pathlib.Path) -> None:
             if ring != ".blacklist":
                 record(["keyctl", "rdescribe", key_id])
     record(["keyctl", "show", "%:.builtin_trusted_keys"])
-    record(["modinfo"] + [line.split()[0] for line in sh(vm, "cat /proc/modules").splitlines()])
+    record(["/usr/sbin/modinfo"] + [line.split()[0] for line in sh(vm, "cat /proc/modules").splitlines()])
     record(["dmesg"])
     (destination / "commands.json").write_text(json.dumps(commands, indent=1, sort_keys=True) + "\n")

@@ -122,11 +122,11 @@ def test_taint_and_modules_match_sysfs(vm, loaded):
     for name, module in by_name.items():
         assert module["taint"] == cat(vm, f"/sys/module/{name}/taint").strip(), name
     assert by_name["crc7"]["kernel_verified"] is True and by_name["crc7"]["ours"] is False
-    assert by_name["crc7"]["signer"] == guest.sh(vm, "modinfo -F signer crc7").strip()
+    assert by_name["crc7"]["signer"] == guest.sh(vm, "/usr/sbin/modinfo -F signer crc7").strip()
     assert by_name["crc16"]["taint"] == "E" and by_name["crc16"]["signature"]["value"] == "unsigned"
     ours = by_name["crc_itu_t"]
     assert ours["taint"] == "E" and ours["ours"] is True and ours["signer"] == "skm runtime fleet"
-    assert ours["sig_key"] == guest.sh(vm, "modinfo -F sig_key crc_itu_t").strip()
+    assert ours["sig_key"] == guest.sh(vm, "/usr/sbin/modinfo -F sig_key crc_itu_t").strip()
     assert by_name["efivarfs"]["kernel_verified"] is True
     assert "crc16" in " ".join(loaded["verdict"]["attention"]) and "crc_itu_t" in " ".join(loaded["verdict"]["attention"])
 
@@ -139,7 +139,7 @@ def test_rejection_message_names_the_module(vm, loaded):
 
 
 def test_efi_lockdown_and_enforcement_match_the_guest(vm, loaded):
-    sb = vm.run(["cat", "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d0-aa0d-00e098032b8c"]).stdout
+    sb = vm.run(["cat", "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"]).stdout
     assert loaded["efi"]["secure_boot"] == {"state": "known", "value": sb[4] == 1}
     assert loaded["efi"]["secure_boot"]["value"] is False and loaded["efi"]["setup_mode"]["value"] is True
     assert loaded["efi"]["mok_sb_state"]["state"] == "absent"      # no shim in this boot path
