@@ -233,7 +233,7 @@ def test_symlinked_entries_and_kernel_cmdline_are_written_through(tmp_path):
     real.mkdir(parents=True)
     entry = sorted((tree / "boot/loader/entries").iterdir())[0]
     shutil.move(entry, real / entry.name)
-    entry.symlink_to(f"../../../srv/boot-config/{entry.name}")                 # relative
+    entry.symlink_to(os.path.relpath(real / entry.name, entry.parent))           # relative
     shutil.move(tree / "etc/kernel/cmdline", real / "cmdline")
     (tree / "etc/kernel/cmdline").symlink_to("/srv/boot-config/cmdline")        # absolute: inside root_dir
     result = run_module("skm_kernel_cmdline", {"root_dir": str(tree)})
@@ -249,7 +249,7 @@ def test_symlink_leaving_root_dir_is_refused(tmp_path):
     outside = tmp_path / "outside-cmdline"
     outside.write_text("root=/dev/vda2 ro\n")
     (tree / "etc/kernel/cmdline").unlink()
-    (tree / "etc/kernel/cmdline").symlink_to("../../../outside-cmdline")
+    (tree / "etc/kernel/cmdline").symlink_to(os.path.relpath(outside, tree / "etc/kernel"))
     result = run_module("skm_kernel_cmdline", {"root_dir": str(tree)})
     assert result.get("failed") is True and "outside" in result["msg"]
     assert outside.read_text() == "root=/dev/vda2 ro\n"
