@@ -25,7 +25,16 @@ description:
   - Refuses, naming the file, what the kernel's Kconfig forbids or would silently undo - an ECDSA key type with a
     256-bit hash (also when the hash is the one the file already has), a SHA-3 hash in the config of a kernel
     older than 6.7 (read from the config's header), O(decompress) without a compression or, before 6.2, with
-    zstd. Every file is checked before any is written.
+    zstd. Every file is checked before any is written: a refused config changes none.
+  - Only regular files are read. A match that cannot be read or written (a FIFO, a link to a device, an immutable
+    file) is an error naming it; the other configs are still handled, and the failure lists which were written
+    (RV(written)) and which were not (RV(not_written)). A task that wrote any config reports C(changed=true),
+    also when it fails.
+  - A symbolic link (a C(.config) kept elsewhere) stays a link; its final target is written, resolved as this
+    host sees it (the module has no root_dir; an absolute link target is the file the kernel build would read).
+    The diff and O(backup) are of that target; the backup is kept next to the target.
+  - A file with CRLF line endings keeps them: both line forms are recognised with a trailing CR (as the kernel's
+    Kconfig reads them), a rewritten line keeps its own ending and an added line takes the one most lines have.
   - Turning off an option whose Kconfig default is off (O(sig), O(sig_force), O(decompress),
     O(allow_missing_namespace_imports)) rewrites its line where the file has one and adds none where it has not.
   - Run C(make olddefconfig) afterwards, as for any .config edit.
@@ -96,7 +105,8 @@ options:
     type: dict
     default: {}
   backup:
-    description: Keep a copy of each changed file next to it (RV(files[].backup_file)).
+    description: Keep a copy of each changed file next to it (RV(files[].backup_file)); for a symbolic link,
+      next to its target.
     type: bool
     default: false
 seealso:
@@ -143,6 +153,20 @@ files:
       description: The copy kept with O(backup=true).
       type: str
       returned: when a backup was made
+    error:
+      description: Why this config was not read or not written (the message names the file and the cause).
+      type: str
+      returned: when this file failed
+written:
+  description: The configs this task replaced (a symbolic link by the path matched); none in check mode.
+  type: list
+  elements: str
+  returned: always
+not_written:
+  description: The configs that could not be read or written (RV(files[].error) says why); the task then fails.
+  type: list
+  elements: str
+  returned: always
 """
 
 import glob
@@ -153,7 +177,7 @@ from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes, read_regular, write_target
 
 
 def _extra_value(value):
@@ -188,11 +212,53 @@ def check_key_file(key, key_type):
                            key)
 
 
-def plan_file(path, settings):
-    """The old text, the new text and the changes of one config (nothing written)."""
-    data = read_bytes(path, "the config")
-    new_text, changes = kconfig.edit(data, settings, path)   # refuses what is not UTF-8 kernel config text
-    return data.decode("utf-8"), new_text, changes
+def read_config(path):
+    """The bytes of a config and the file that a write to it must replace.
+
+    Only a regular file is read (a FIFO or a link to /dev/zero is an error naming it, never a hang). A
+    symbolic link is kept: its final target is written, as this host sees it (the module has no root_dir;
+    an absolute link target means the same file to the kernel build that reads the config).
+    """
+    data = read_regular(path, "the config")
+    return write_target(path, "/"), data
+
+
+def plan_configs(paths, settings):
+    """(plans, errors): per readable file (path, target, old text, new text, changes); per unreadable its error.
+
+    A file that cannot be read is reported and the others are still handled. A config whose content is
+    refused (not a kernel config, a combination Kconfig would undo) raises: the task is wrong, none is written.
+    """
+    plans, errors = [], {}
+    for path in paths:
+        try:
+            target, data = read_config(path)
+        except ModSignError as exc:
+            errors[path] = exc
+            continue
+        new_text, changes = kconfig.edit(data, settings, path)   # refuses what is not UTF-8 kernel config text
+        plans.append((path, target, data.decode("utf-8"), new_text, changes))
+    return plans, errors
+
+
+def write_config(module, target, new_text):
+    """Replace ``target`` atomically; the backup (O(backup)) is kept next to it. Returns the backup's path."""
+    backup_file = None
+    if module.params["backup"]:
+        try:
+            backup_file = module.backup_local(target)
+        except Exception as exc:   # Ansible raises a bare Exception, its cause an OSError
+            raise ModSignError("cannot keep a backup, so not written (%s)" % (exc.__cause__ or exc), target)
+    atomic_write(target, new_text.encode("utf-8"))
+    return backup_file
+
+
+def failure_message(paths, errors, written):
+    """What went wrong per file, then which configs were written and which were not."""
+    not_written = [path for path in paths if path in errors]
+    return "%d of %d configs not handled: %s. Written: %s. Not written: %s" % (
+        len(not_written), len(paths), "; ".join(str(errors[path]) for path in not_written),
+        ", ".join(written) or "none", ", ".join(not_written))
 
 
 def main():
@@ -222,23 +288,34 @@ def main():
         settings = settings_from(module.params)
         kconfig.check_settings(settings)
         check_key_file(settings.key, settings.key_type)
-        # Every file is read and checked before any is written: one bad config changes none.
-        plans = [(path,) + plan_file(path, settings) for path in paths]
-        entries, diffs = [], []
-        for path, text, new_text, changes in plans:
-            entry = dict(path=path, changed=bool(changes), changes=changes)
-            if changes:
-                diffs.append(dict(before_header=path, after_header=path, before=text, after=new_text))
-                if not module.check_mode:
-                    if module.params["backup"]:
-                        entry["backup_file"] = module.backup_local(path)
-                    atomic_write(path, new_text.encode("utf-8"))
-            entries.append(entry)
+        # Every readable file is checked before any is written: one refused config changes none.
+        plans, errors = plan_configs(paths, settings)
     except ModSignError as exc:
         fail(module, exc)
-    result = dict(changed=any(e["changed"] for e in entries), files=entries)
+    entries = dict((path, dict(path=path, changed=False, changes=[], error=str(exc))) for path, exc in errors.items())
+    written, diffs = [], []
+    for path, target, text, new_text, changes in plans:
+        entry = entries[path] = dict(path=path, changed=bool(changes), changes=changes)
+        if not changes:
+            continue
+        if not module.check_mode:
+            try:
+                backup_file = write_config(module, target, new_text)
+            except ModSignError as exc:   # the others are still written; the result says which were
+                errors[path] = exc.with_path(path)
+                entry.update(changed=False, error=str(errors[path]))
+                continue
+            written.append(path)
+            if backup_file:
+                entry["backup_file"] = backup_file
+        diffs.append(dict(before_header=path, after_header=path, before=text, after=new_text))
+    result = dict(changed=bool(written) or (module.check_mode and bool(diffs)),
+                  files=[entries[path] for path in paths], written=written,
+                  not_written=[path for path in paths if path in errors])
     if module._diff:
         result["diff"] = diffs
+    if errors:
+        module.fail_json(msg=failure_message(paths, errors, written), **result)
     module.exit_json(**result)
 
 
