@@ -157,6 +157,16 @@ def test_capture_for_unit_tests(vm, loaded):
                                 "efi", "lockdown", "sig_enforce", "verdict")}, indent=1, sort_keys=True) + "\n")
 
 
+def test_the_stock_kernel_refuses_our_certificate_in_its_secondary_keyring(vm, loaded, key):
+    """keyctl padd to .secondary_trusted_keys needs a certificate signed by a built-in key; ours is not."""
+    proc = vm.run(["keyctl", "padd", "asymmetric", "", "%:.secondary_trusted_keys"], input=key.cert_der.read_bytes())
+    assert proc.returncode != 0 and b"rejected" in proc.stderr, proc.stderr
+    result = facts(vm)
+    assert result["certificates"][0]["trusted_for_modules"] is False
+    assert result["keyrings"]["keyrings"][".secondary_trusted_keys"]["value"] == \
+        loaded["keyrings"]["keyrings"][".secondary_trusted_keys"]["value"]
+
+
 def test_without_keyctl_membership_is_unknown_never_trusted(vm, loaded):
     guest.sh(vm, "mv /usr/bin/keyctl /usr/bin/keyctl.off")
     try:
