@@ -532,7 +532,7 @@ def detect(root):
         return "grubby"
     if systemd_boot_dirs(root):
         return "systemd_boot"
-    if bls:
+    if bls and glob.glob(os.path.join(under(root, BLS_ENTRIES), "*.conf")):
         return "bls"    # never grub-mkconfig: with BLS it does not write the entries' options
     if _exists(root, "/usr/sbin/update-grub", "/usr/sbin/grub-mkconfig", "/usr/sbin/grub2-mkconfig",
                "/etc/default/grub", "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"):

@@ -70,7 +70,7 @@ options:
   bootloader:
     description:
       - Which configuration to manage. V(auto) - grubby when it is installed and BLS entries exist, else
-        systemd-boot when C(loader/loader.conf) is on an ESP, else V(bls) when C(/boot/loader/entries) exists (never
+        systemd-boot when C(loader/loader.conf) is on an ESP, else V(bls) when C(/boot/loader/entries) holds entries (never
         GRUB then), else GRUB when its tools or C(/etc/default/grub) exist,
         else kernel-install when C(/etc/kernel/cmdline) or C(install.conf) exists. Nothing recognised is a failure.
     type: str

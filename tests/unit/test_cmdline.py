@@ -227,3 +227,11 @@ def test_plan_bls_without_grubby_never_picks_grub(tmp_path):
     plan = c.plan(root, ARG)
     assert plan.bootloader == "bls" and plan.command is None
     assert [ch.path for ch in plan.changes] == ["/boot/loader/entries/a.conf", "/etc/kernel/cmdline"]
+
+
+def test_plan_empty_bls_directory_is_not_a_bls_host(tmp_path):
+    root = _tree(tmp_path, {"/usr/sbin/update-grub": "", "/boot/grub/grub.cfg": "\tlinux /vmlinuz root=x ro\n"})
+    (tmp_path / "boot/loader/entries").mkdir(parents=True)
+    assert c.detect(root) == "grub"
+    with pytest.raises(ModSignError, match="without entries"):
+        c.plan(root, ARG, bootloader="bls")
