@@ -761,3 +761,44 @@ def verdict(evidence):
                        % len(evidence["keyrings"]["unparsed"]))
     state = "attention" if attention else ("unknown" if unknown else "ok")
     return {"state": state, "attention": attention, "unknown": unknown}
+
+
+# ---------------------------------------------------------------- the gate: evidence over prediction
+
+def running_release(prefixes=Prefixes()):
+    # type: (Prefixes) -> Optional[str]
+    text, _reason = _read_text(os.path.join(prefixes.proc, "sys", "kernel", "osrelease"), "the kernel release")
+    return text.strip() if text else None
+
+
+def gate_findings(evidence, predicted_untrusted):
+    # type: (Dict[str, Any], Sequence[str]) -> Tuple[List[str], List[str]]
+    """(problems, disagreements) of the running kernel for the safety gate.
+
+    Problems refuse enforcement whatever the files say: a loaded module the kernel did not verify (taint E:
+    unsigned, or signed by a key in no trusted keyring), or one of our certificates in no module-trusting
+    keyring. ``predicted_untrusted`` names the certificate paths the prediction from files (image, config,
+    certificates given) says that kernel does not trust; where the evidence says otherwise, a disagreement
+    names both. Evidence that could not be read refuses nothing and contradicts nothing.
+    """
+    problems, disagreements = [], []
+    loaded = untrusted_loaded_modules(evidence)
+    if loaded:
+        problems.append("the running kernel has modules loaded that it did not verify (taint E: unsigned, or signed "
+                        "by a key in no trusted keyring): %s" % ", ".join(loaded))
+    for cert in evidence["certificates"]:
+        actual = cert["trusted_for_modules"]
+        if actual is False:
+            problems.append("certificate %s (%s) is in no keyring the running kernel trusts for modules (%s)"
+                            % (cert["path"], cert["description"], cert["reason"]))
+        predicted = cert["path"] not in predicted_untrusted
+        if actual is not None and actual != predicted:
+            disagreements.append(
+                "certificate %s: the files predict %s, the running kernel's keyrings say %s (%s)"
+                % (cert["path"], _trusted_word(predicted), _trusted_word(actual), cert["reason"]))
+    return problems, disagreements
+
+
+def _trusted_word(trusted):
+    # type: (bool) -> str
+    return "trusted for modules" if trusted else "not trusted for modules"

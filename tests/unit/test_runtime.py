@@ -251,3 +251,34 @@ def test_the_live_sysctl_taint_mask_reads(tmp_path):
     """Regression: one 16 MiB read() of /proc/sys/kernel/tainted fails with ENOMEM; it is read in chunks."""
     got = rt.read_taint(rt.Prefixes())
     assert got["state"] == "known" and isinstance(got["mask"], int)
+
+
+# ---------------------------------------------------------------- the gate's use of the evidence
+
+def _evidence(trusted, modules=()):
+    return {"certificates": [{"path": "/k/ours.crt", "description": "Fleet: ab12", "trusted_for_modules": trusted,
+                              "reason": "in .machine" if trusted else "in no keyring"}],
+            "modules": {"state": "known", "value": [dict(name=n, kernel_verified=v) for n, v in modules]}}
+
+
+def test_gate_refuses_a_loaded_module_the_kernel_did_not_verify():
+    problems, disagreements = rt.gate_findings(_evidence(True, [("crc7", True), ("zfs", False)]), [])
+    assert problems == ["the running kernel has modules loaded that it did not verify (taint E: unsigned, or signed "
+                        "by a key in no trusted keyring): zfs"]
+    assert disagreements == []
+
+
+def test_gate_refuses_our_certificate_in_no_trusting_keyring_and_names_both_sides():
+    problems, disagreements = rt.gate_findings(_evidence(False), [])
+    assert "certificate /k/ours.crt (Fleet: ab12) is in no keyring the running kernel trusts" in problems[0]
+    assert disagreements == ["certificate /k/ours.crt: the files predict trusted for modules, the running kernel's "
+                             "keyrings say not trusted for modules (in no keyring)"]
+
+
+def test_gate_reports_evidence_that_trusts_what_the_files_do_not():
+    problems, disagreements = rt.gate_findings(_evidence(True), ["/k/ours.crt"])
+    assert problems == [] and "the files predict not trusted for modules" in disagreements[0]
+
+
+def test_gate_unknown_evidence_refuses_and_contradicts_nothing():
+    assert rt.gate_findings(_evidence(None), []) == ([], [])
