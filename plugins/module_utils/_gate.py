@@ -64,6 +64,14 @@ def _version_of(kernel_path):
     return None
 
 
+def _boot_text(path):
+    # type: (str) -> Optional[str]
+    """The text of a boot file (grubenv, grub.cfg, a BLS entry), None when it is missing; a FIFO never blocks."""
+    if not os.path.exists(path):
+        return None
+    return read_regular(path, "the boot file", 1 << 24).decode("utf-8", "replace")
+
+
 def default_kernel(root):
     # type: (str) -> Tuple[str, str]
     """(version, how it was found) of the kernel that boots next in the tree at ``root``.
@@ -72,11 +80,11 @@ def default_kernel(root):
     /boot/vmlinuz or /vmlinuz symlink (Debian's linux-base), the first ``linux`` line of
     grub.cfg, systemd-boot's ``default`` in loader.conf, the newest /boot/vmlinuz-*.
     """
-    env = cmdline.grubenv(read_text_if_exists(cmdline.under(root, "/boot/grub2/grubenv")) or "")
+    env = cmdline.grubenv(_boot_text(cmdline.under(root, "/boot/grub2/grubenv")) or "")
     saved = env.get("saved_entry")
     if saved:
         path = cmdline.under(root, "/boot/loader/entries/%s.conf" % saved)
-        text = read_text_if_exists(path)
+        text = _boot_text(path)
         if text is not None:
             version = cmdline.bls_value(text, "version") or _version_of(cmdline.bls_value(text, "linux") or "")
             if version:
@@ -88,14 +96,14 @@ def default_kernel(root):
             if version:
                 return version, "%s -> %s" % (link, os.readlink(path))
     for cfg in ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"):
-        entries = cmdline.grub_cfg_entries(read_text_if_exists(cmdline.under(root, cfg)) or "")
+        entries = cmdline.grub_cfg_entries(_boot_text(cmdline.under(root, cfg)) or "")
         if entries and _version_of(entries[0][0]):
             return _version_of(entries[0][0]) or "", "first entry of %s" % cfg
     for esp in cmdline.systemd_boot_dirs(root):
-        conf = read_text_if_exists(cmdline.under(root, os.path.join(esp, "loader", "loader.conf"))) or ""
+        conf = _boot_text(cmdline.under(root, os.path.join(esp, "loader", "loader.conf"))) or ""
         default = cmdline.bls_value(conf, "default")
         if default:
-            entry = read_text_if_exists(cmdline.under(root, os.path.join(esp, "loader", "entries", default)))
+            entry = _boot_text(cmdline.under(root, os.path.join(esp, "loader", "entries", default)))
             if entry is not None and cmdline.bls_value(entry, "version"):
                 return cmdline.bls_value(entry, "version") or "", "systemd-boot default %s" % default
     images = glob.glob(cmdline.under(root, "/boot/vmlinuz-*"))

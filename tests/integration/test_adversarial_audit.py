@@ -23,7 +23,6 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 
 import pytest
 

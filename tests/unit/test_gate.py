@@ -7,13 +7,16 @@ real /boot/config and vmlinuz (Debian 6.1: sha512 and sha3 are modules, no ECDSA
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
+from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
 from ansible_collections.skm.modsign.plugins.module_utils import _gate as gate
+from ansible_collections.skm.modsign.plugins.module_utils import _verdicts
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
-from ansible_collections.skm.modsign.plugins.module_utils._signing import TrustedCertificate
+from ansible_collections.skm.modsign.plugins.module_utils._signing import TrustedCertificate, Verdict
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +86,75 @@ def test_runtime_switch_file(tmp_path):
     assert gate.runtime_enforced(str(path)) is True
     if os.path.exists(gate.SIG_ENFORCE):
         assert gate.runtime_enforced() in (True, False)
+
+
+# ------------------------------------------------ issue 16: containers, non-regular files, broken images
+
+def test_who_decompresses_from_the_config():
+    debian = _verdicts.decompression_of({"CONFIG_MODULE_COMPRESS_NONE": "y"})
+    assert debian.by == "kmod" and debian.of("xz/crc64") == "kmod" and debian.of("none") is None
+    in_kernel = _verdicts.decompression_of({"CONFIG_MODULE_DECOMPRESS": "y", "CONFIG_MODULE_COMPRESS_XZ": "y"})
+    assert (in_kernel.by, in_kernel.kernel_format) == ("kernel", "xz")
+    assert in_kernel.of("xz/crc64") == "kernel" and in_kernel.of("gzip") == "kmod"
+    assert _verdicts.decompression_of(None).of("zstd") == "unknown"
+
+
+@pytest.mark.parametrize("xz_args, check, refused", [
+    (["--check=crc32", "--lzma2=dict=1MiB"], "crc32", False), (["--check=none"], "none", False),
+    ([], "crc64", True), (["--check=sha256"], "sha256", True)])
+def test_xz_check_read_from_the_stream_header_as_real_xz_writes_it(xz_args, check, refused):
+    data = subprocess.run(["xz", "-c"] + xz_args, input=b"\x7fELF" * 64, capture_output=True, check=True).stdout
+    assert compression.xz_check(data) == check
+    assert (compression.kernel_refuses(compression.container(compression.XZ, data)) is not None) == refused
+    assert compression.kernel_refuses("gzip") is None and compression.kernel_refuses("none") is None
+
+
+def test_judge_container_only_demotes_a_trusted_module_the_kernel_would_decompress():
+    trusted = Verdict("trusted", hash_name="sha256")
+    in_kernel = _verdicts.decompression_of({"CONFIG_MODULE_DECOMPRESS": "y", "CONFIG_MODULE_COMPRESS_XZ": "y"})
+    kmod = _verdicts.decompression_of({})
+    judged = _verdicts.Judged("/m.ko.xz", trusted, "xz/crc64")
+    bad = _verdicts.judge_container(judged, in_kernel)
+    assert bad.state == "bad_container" and "CRC64" in bad.reason and "status 6" in bad.reason
+    assert _verdicts.judge_container(judged, kmod) == trusted
+    assert _verdicts.judge_container(judged._replace(container="xz/crc32"), in_kernel) == trusted
+    unsigned = Verdict("unsigned")
+    assert _verdicts.judge_container(judged._replace(verdict=unsigned), in_kernel) == unsigned
+    unknown = _verdicts.judge_container(judged, _verdicts.decompression_of(None, "/boot/config-x"))
+    assert unknown.state == "bad_container" and "/boot/config-x" in unknown.reason
+
+
+def test_non_regular_module_files_are_refused_without_reading(tmp_path):
+    fifo = tmp_path / "fifo.ko"
+    os.mkfifo(fifo)
+    verdict, container = _verdicts.check_module(str(fifo), [])       # would block forever on open/read
+    assert (verdict.state, container) == ("unparseable", None) and "a FIFO" in verdict.reason
+    zero = tmp_path / "zero.ko"
+    zero.symlink_to("/dev/zero")
+    verdict, _container = _verdicts.check_module(str(zero), [])
+    assert verdict.state == "unparseable" and "a character device" in verdict.reason
+
+
+def test_shown_path_escapes_bytes_that_are_not_utf8():
+    assert _verdicts.shown_path(os.fsdecode(b"/lib/drv\xff.ko")) == "/lib/drv\\xff.ko"
+    assert _verdicts.shown_path("/lib/modules/ü.ko") == "/lib/modules/ü.ko"
+
+
+def test_truncated_or_corrupt_kernel_image_says_so(debian_kernel):
+    image = debian_kernel.vmlinuz.read_bytes()
+    with pytest.raises(ModSignError, match=r"cannot extract built-in certificates: its xz-compressed kernel ends "
+                                           r"after \d+ of its bytes \(the image is truncated or corrupt\)"):
+        builtin_certificates(image[:len(image) // 2], "vmlinuz")
+    flipped = bytearray(image)
+    flipped[len(image) // 2] ^= 0xFF
+    with pytest.raises(ModSignError, match="cannot extract built-in certificates: its xz-compressed kernel is corrupt"):
+        builtin_certificates(bytes(flipped), "vmlinuz")
+    with pytest.raises(ModSignError, match="no compressed kernel"):
+        builtin_certificates(b"MZ" + b"\0" * 4096, "vmlinuz")
+
+
+def test_boot_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    (tmp_path / "boot/grub2").mkdir(parents=True)
+    os.mkfifo(tmp_path / "boot/grub2/grubenv")
+    with pytest.raises(ModSignError, match="not a regular file"):
+        gate.default_kernel(str(tmp_path))
