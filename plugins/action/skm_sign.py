@@ -8,11 +8,18 @@ With ``key_location: controller`` the key is loaded here once (from a file on
 the controller or a vaulted variable) and the module is called twice on the
 host: ``survey`` returns a digest per module, ``write`` receives one raw
 signature per module that changes. See plugins/module_utils/_sign_batch.py.
+
+The host is not trusted with more than it must be: a survey entry whose path
+the task's ``path`` does not name is refused (``_sign_batch.refuse_outside``),
+and every signature made is appended to the signing log here before the host
+receives it (``_signing_log``).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import os
 
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.text.converters import to_bytes, to_native
@@ -21,6 +28,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils import _sign_batch as batch
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._signing_log import SigningLog, default_location
 from ansible_collections.skm.modsign.plugins.modules.skm_sign import ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE
 
 MODULE = "skm.modsign.skm_sign"
@@ -84,14 +92,30 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(out.get("msg", "skm_sign failed on the host"), result=out)
         return out
 
+    def _open_log(self, args, task_vars):
+        location = default_location(os.environ) if args["signing_log"] is None else args["signing_log"]
+        if not location:
+            return None
+        try:
+            return SigningLog(os.path.expanduser(location), (task_vars or {}).get("inventory_hostname", "?"))
+        except ModSignError as exc:
+            raise AnsibleActionFail("%s; nothing was signed (signing_log='' turns the log off)" % to_native(exc))
+
     def _sign(self, args, signing_key, task_vars):
         certificate = batch.b64(signing_key.certificate.der)
         survey = self._host_step(args, task_vars, {"step": "survey", "certificate": certificate})
-        planned = batch.plan(survey["entries"], signing_key, args["replace_foreign"])
+        entries = batch.refuse_outside(survey.get("entries") or [], args["path"])
+        planned = batch.plan(entries, signing_key, args["replace_foreign"], args["replace_tampered"])
         wanted = [entry["d"] for _outcome, entry in planned if entry is not None]
         failures = {}
         if wanted and not self._task.check_mode:
+            log = self._open_log(args, task_vars)
             signatures = batch.sign_digests(signing_key, wanted)
+            if log is not None:
+                try:
+                    log.record(planned, signing_key)
+                except ModSignError as exc:
+                    raise AnsibleActionFail("%s; no signature was sent to the host" % to_native(exc))
             requests = batch.write_requests(planned, signatures)
             failures = self._host_step(args, task_vars, {"step": "write", "certificate": certificate,
                                                          "entries": requests})["failures"]

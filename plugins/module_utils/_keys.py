@@ -20,7 +20,7 @@ import traceback
 from typing import List, Optional, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import hash_algorithm
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import hash_algorithm, readable_hash
 
 try:
     import cryptography
@@ -68,7 +68,8 @@ def hash_instance(name):
     return {
         "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
         "sha3-256": hashes.SHA3_256, "sha3-384": hashes.SHA3_384, "sha3-512": hashes.SHA3_512,
-    }[hash_algorithm(name).name]()
+        "sha1": hashes.SHA1, "sha224": hashes.SHA224,   # verifying old signatures only (see _pkcs7.WEAK_HASHES)
+    }[readable_hash(name).name]()
 
 
 def _pem_blocks(data, kind):
@@ -190,8 +191,11 @@ def check_hash_for_key(key, hash_name, path=None):
     key_type, bits = describe_key(key)
     if key_type == "ecdsa" and hash_algorithm(name).size * 8 < bits:
         # The kernel's certs/Kconfig asks for "a strong hash of same or higher bit length" than the
-        # ECDSA key; a shorter one only weakens the signature.
-        raise ModSignError("an ECDSA P-%d key needs a hash of at least %d bits, not %s" % (bits, bits, name), path)
+        # ECDSA key; a shorter one only weakens the signature. The kernel itself (6.1) loads such a module:
+        # refusing it is our policy, and the message says so.
+        raise ModSignError("an ECDSA P-%d key needs a hash of at least %d bits, not %s (skm.modsign's policy, "
+                           "following the kernel's certs/Kconfig advice; the kernel itself would load it)"
+                           % (bits, bits, name), path)
 
 
 def check_pair(key, cert, path=None):

@@ -69,10 +69,22 @@ HASHES = {
         HashAlgorithm("sha3-512", "2.16.840.1.101.3.4.2.10", "sha3_512", "2.16.840.1.101.3.4.3.12", 64),
     )
 }  # type: Dict[str, HashAlgorithm]
-_HASH_BY_OID = dict((h.oid, h) for h in HASHES.values())
-_HASH_BY_ECDSA_OID = dict((h.ecdsa_oid, h) for h in HASHES.values())
+# Hashes we read but never sign with: kernel 6.1 still loads modules signed with them (CONFIG_MODULE_SIG_SHA1,
+# _SHA224 until 6.2-6.4 removed them), so a module may carry one; it is reported and can be re-signed.
+WEAK_HASHES = {
+    h.name: h
+    for h in (
+        HashAlgorithm("sha1", "1.3.14.3.2.26", "sha1", "1.2.840.10045.4.1", 20),
+        HashAlgorithm("sha224", "2.16.840.1.101.3.4.2.4", "sha224", "1.2.840.10045.4.3.1", 28),
+    )
+}  # type: Dict[str, HashAlgorithm]
+_READABLE = dict(HASHES, **WEAK_HASHES)
+_HASH_BY_OID = dict((h.oid, h) for h in _READABLE.values())
+_HASH_BY_ECDSA_OID = dict((h.ecdsa_oid, h) for h in _READABLE.values())
 # RSA signature algorithm OIDs the kernel also accepts (sha256WithRSAEncryption, ...).
 _RSA_WITH_HASH = {
+    "1.2.840.113549.1.1.5": "sha1",
+    "1.2.840.113549.1.1.14": "sha224",
     "1.2.840.113549.1.1.11": "sha256",
     "1.2.840.113549.1.1.12": "sha384",
     "1.2.840.113549.1.1.13": "sha512",
@@ -87,9 +99,16 @@ def hash_algorithm(name):
         raise ModSignError("unsupported hash %r; the kernel verifies %s" % (name, ", ".join(sorted(HASHES))))
 
 
+def readable_hash(name):
+    # type: (str) -> HashAlgorithm
+    """``hash_algorithm``, or one of the WEAK_HASHES a signature may carry (for reading and verifying only)."""
+    weak = WEAK_HASHES.get(name.lower().replace("_", "-"))
+    return weak if weak is not None else hash_algorithm(name)
+
+
 def digest(data, hash_name):
     # type: (bytes, str) -> bytes
-    return hashlib.new(hash_algorithm(hash_name).hashlib_name, data).digest()
+    return hashlib.new(readable_hash(hash_name).hashlib_name, data).digest()
 
 
 class SignerId(NamedTuple):
@@ -306,9 +325,20 @@ def _parse_signer_info(item):
         key_algorithm = "rsa"
     elif sig_oid in _HASH_BY_ECDSA_OID:
         key_algorithm = "ecdsa"
+    elif sig_oid in REFUSED_KEY_ALGORITHMS:
+        raise ValueError("signature algorithm %s: %s" % (sig_oid, REFUSED_KEY_ALGORITHMS[sig_oid]))
     else:
         raise ValueError("unsupported signature algorithm %s" % sig_oid)
     return SignerInfo(signer, hash_name, key_algorithm, signature, signed_attributes)
+
+
+class UnreadableSignature(ModSignError):
+    """A PKCS#7 blob that is one well-formed SignedData envelope exactly filling the trailer's ``sig_len``,
+    whose contents we cannot read (an RSA-PSS signer, an unknown digest...).
+
+    Its bounds are proven by the DER, so cutting it off leaves exactly the payload: such a signature can be
+    replaced like another key's. Anything less sound raises a plain ModSignError (never cut).
+    """
 
 
 def parse_signed_data(pkcs7, path=None):
@@ -319,6 +349,9 @@ def parse_signed_data(pkcs7, path=None):
         if der.decode_oid(der.expect(content_info[0], der.OID, "contentType").value) != OID_SIGNED_DATA:
             raise ValueError("content type is not signedData")
         signed_data = der.read_one(der.expect(content_info[1], der.context(0), "content").value, der.SEQUENCE)
+    except (ValueError, IndexError) as exc:
+        raise ModSignError("unparseable PKCS#7 signature (%s)" % exc, path)
+    try:
         fields = der.children(signed_data.value)
         encap = der.children(der.expect(fields[2], der.SEQUENCE, "encapContentInfo").value)
         if len(encap) > 1:
@@ -326,7 +359,7 @@ def parse_signed_data(pkcs7, path=None):
         signer_set = der.expect(fields[-1], der.SET, "signerInfos")
         signers = [_parse_signer_info(item) for item in der.children(signer_set.value)]
     except (ValueError, IndexError) as exc:
-        raise ModSignError("unparseable PKCS#7 signature (%s)" % exc, path)
+        raise UnreadableSignature("unreadable PKCS#7 signature (%s)" % exc, path)
     if not signers:
-        raise ModSignError("PKCS#7 signature has no signer", path)
+        raise UnreadableSignature("PKCS#7 signature has no signer", path)
     return signers

@@ -30,18 +30,22 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import fnmatch
 import glob
 import json
 import os
+import posixpath
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _atomic as atomic
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._modinfo import modinfo
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
-    CertificateId, build_signed_data, certificate_id, digest, hash_algorithm, own_signature, parse_signed_data,
+    CertificateId, UnreadableSignature, build_signed_data, certificate_id, digest, hash_algorithm, own_signature,
+    parse_signed_data,
 )
 from ansible_collections.skm.modsign.plugins.module_utils._signed_cache import SignedCache
 from ansible_collections.skm.modsign.plugins.module_utils._trailer import trailer
@@ -57,21 +61,37 @@ def expand_paths(paths, temps=None):
     """Module files named by ``paths``: files, directories (recursive) and globs.
 
     A file or directory that does not exist is an error; a glob that matches
-    nothing is not (an empty ``updates/dkms`` is normal). A symbolic link to a
-    module (RHEL's weak-updates) stands for its target: the target is signed
-    in place, once, and reported; the link stays a link. ``temps`` receives
-    our temporary files seen on the way (see ``signing.find_modules``).
+    nothing is not (an empty ``updates/dkms`` is normal); a path that exists
+    is taken literally even when it holds glob characters (``drv[1].ko``). A
+    symbolic link to a module (RHEL's weak-updates) stands for its target: the
+    target is signed in place, once, and reported; the link stays a link. A
+    link to anything but a regular file stays itself, so that its error names
+    it. ``temps`` receives our temporary files seen on the way (see
+    ``signing.find_modules``).
     """
     roots = []  # type: List[str]
     for entry in paths:
-        if any(ch in entry for ch in _GLOB_CHARS):
-            roots.extend(sorted(glob.glob(entry, recursive=True)))
-        elif os.path.lexists(entry):
+        if os.path.lexists(entry):
             roots.append(entry)
+        elif any(ch in entry for ch in _GLOB_CHARS):
+            roots.extend(sorted(glob.glob(entry, recursive=True)))
         else:
             raise ModSignError("no such file or directory", entry)
     found = signing.find_modules(roots, temps)
-    return sorted(set(os.path.realpath(p) if os.path.islink(p) else p for p in found))
+    return sorted(set(os.path.realpath(p) if os.path.islink(p) and os.path.isfile(p) else p for p in found))
+
+
+def display_path(path):
+    # type: (str) -> str
+    """``path`` as valid UTF-8 text for a task result: bytes that are not UTF-8 as ``\\xNN`` escapes.
+
+    Ansible refuses a result holding the surrogates Python decodes such bytes to.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def remove_stale_temps(temps, started, check_mode=False):
@@ -99,20 +119,25 @@ def run_batches(func, paths, workers):
 def summarize(outcomes, check_mode=False):
     # type: (Sequence[signing.Outcome], bool) -> Dict[str, Any]
     """The task result both modes return: per-module lists and counts."""
-    lists = {"signed": [], "replaced": [], "already_signed": [], "foreign": [], "failures": []}  # type: Dict[str, List[Any]]
+    lists = {"signed": [], "replaced": [], "already_signed": [], "foreign": [], "tampered": [],
+             "failures": []}  # type: Dict[str, List[Any]]
     for o in outcomes:
+        path = display_path(o.path)
         if o.status == signing.SIGNED:
-            lists["signed"].append(o.path)
+            lists["signed"].append(path)
         elif o.status == signing.ALREADY_SIGNED:
-            lists["already_signed"].append(o.path)
+            lists["already_signed"].append(path)
         elif o.status == signing.REPLACED:
-            lists["replaced"].append(o.path)
+            lists["replaced"].append(path)
             if o.signer:
-                lists["foreign"].append({"path": o.path, "signer": o.signer, "action": "replaced"})
+                lists["tampered" if o.tampered else "foreign"].append(
+                    {"path": path, "signer": o.signer, "action": "replaced"})
         elif o.status == signing.FOREIGN:
-            lists["foreign"].append({"path": o.path, "signer": o.signer or "another key", "action": "left"})
+            lists["foreign"].append({"path": path, "signer": o.signer or "another key", "action": "left"})
+        elif o.status == signing.TAMPERED:
+            lists["tampered"].append({"path": path, "signer": o.signer, "action": "left"})
         else:
-            lists["failures"].append({"path": o.path, "reason": o.reason or "failed"})
+            lists["failures"].append({"path": path, "reason": display_path(o.reason or "failed")})
     counts = dict((name, len(items)) for name, items in lists.items())
     counts["failed"] = counts.pop("failures")
     counts["total"] = len(outcomes)
@@ -120,10 +145,22 @@ def summarize(outcomes, check_mode=False):
     result["counts"] = counts
     result["changed"] = bool(lists["signed"] or lists["replaced"])
     verb = "would sign" if check_mode else "signed"
-    result["msg"] = "%s %d, re-signed %d, already signed %d, foreign left %d, failed %d (of %d modules)" % (
-        verb, counts["signed"], counts["replaced"], counts["already_signed"],
-        sum(1 for f in lists["foreign"] if f["action"] == "left"), counts["failed"], counts["total"])
+    left_tampered = [t["path"] for t in lists["tampered"] if t["action"] == "left"]
+    result["msg"] = "%s %d, re-signed %d, already signed %d, foreign left %d, tampered left %d, failed %d " \
+        "(of %d modules)" % (verb, counts["signed"], counts["replaced"], counts["already_signed"],
+                             sum(1 for f in lists["foreign"] if f["action"] == "left"), len(left_tampered),
+                             counts["failed"], counts["total"])
+    if left_tampered:
+        result["warnings"] = [tampered_warning(left_tampered)]
     return result
+
+
+def tampered_warning(paths):
+    # type: (Sequence[str]) -> str
+    shown = ", ".join(paths[:20]) + (" (and %d more)" % (len(paths) - 20) if len(paths) > 20 else "")
+    return ("%d module(s) carry a signature naming this certificate that does not verify: the module changed "
+            "after it was signed (tampering, or a corrupted file); the kernel refuses them. Left as they are; "
+            "replace_tampered=true re-signs them as they are now: %s" % (len(paths), shown))
 
 
 def failure_message(result):
@@ -141,7 +178,7 @@ def diff(result, check_mode=False):
     # type: (Dict[str, Any], bool) -> Dict[str, str]
     """A readable before/after of the modules whose signature changes."""
     before, after = [], []
-    foreign = dict((f["path"], f["signer"]) for f in result["foreign"])
+    foreign = dict((f["path"], f["signer"]) for f in result["foreign"] + result["tampered"])
     for path in result["signed"]:
         before.append("%s: unsigned\n" % path)
         after.append("%s: signed\n" % path)
@@ -165,52 +202,86 @@ def unb64(text):
 
 
 CURRENT = "current"   # survey state: validly signed by our certificate with the requested hash (checked on the host)
+OURS = "ours"         # survey state: the signature names our certificate; the controller verifies it
+
+
+def wire_path(path):
+    # type: (str) -> Dict[str, str]
+    """How a path travels in controller mode: ``p`` readable (see ``display_path``), plus ``b`` the exact
+    bytes (base64) when the name is not UTF-8."""
+    shown = display_path(path)
+    if shown == path:
+        return {"p": path}
+    return {"p": shown, "b": b64(os.fsencode(path))}
+
+
+def real_path(entry):
+    # type: (Dict[str, Any]) -> str
+    """The file an entry names (inverse of ``wire_path``)."""
+    if entry.get("b"):
+        return os.fsdecode(unb64(entry["b"]))
+    return entry["p"]
 
 
 def survey_module(path, cert, hash_name, public_key=None):
     # type: (str, CertificateId, str, Optional[object]) -> Dict[str, Any]
     """Host side, step 1: what the controller needs to judge and sign one module (no crypto library).
 
-    Keys: ``p`` path, ``t`` stat token, ``d`` digest of the payload under
+    Keys: ``p`` path (and ``b``, see ``wire_path``), ``t`` stat token, ``d`` digest of the payload under
     ``hash_name`` (binary values in base64), ``s`` state: ``unsigned``, ``ours`` (the signature names
     ``cert``: ``h`` its hash, ``g`` its raw signature, ``sd`` the digest it
-    covers when ``h`` differs), ``unknown_key`` (``n`` the signer as text),
-    ``bad_signature``/``failed`` (``r`` the reason); with ``public_key``
-    (the certificate's, when the host has ``cryptography``) ``current``: ours,
-    with ``hash_name``, valid (nothing else is sent).
+    covers when ``h`` differs), ``unknown_key`` (``n`` the signer as text, ``h`` its hash),
+    ``unparseable`` (a sound envelope we cannot read, ``r`` why), ``bad_signature``/``failed``
+    (``r`` the reason); ``m``/``v`` the module's name and vermagic (for the controller's signing log)
+    unless the state is ``failed``; with ``public_key`` (the certificate's, when the host has
+    ``cryptography``) ``current``: ours, with ``hash_name``, valid (nothing else is sent).
     """
+    where = wire_path(path)
     try:
         with signing.OpenModule(path) as module:
             payload, pkcs7 = module.payload, module.pkcs7
             payload_digest = digest(payload, hash_name)
-            entry = {"p": path, "t": module.stat_token(), "d": b64(payload_digest)}  # type: Dict[str, Any]
+            entry = dict(where, t=module.stat_token(), d=b64(payload_digest))  # type: Dict[str, Any]
             if pkcs7 is None:
                 entry["s"] = signing.UNSIGNED
-                return entry
-            raw, info = None, None
-            for use_skid in (False, True):   # the signature exactly as we make it: no DER parsing
-                raw = own_signature(pkcs7, cert, hash_name, use_skid) if cert.skid or not use_skid else None
-                if raw is not None:
-                    break
-            if raw is None:
-                info = parse_signed_data(pkcs7, path)[0]
-                if not info.has_signed_attributes and cert.matches(info.signer) and info.hash_name == hash_name:
-                    raw = info.signature
-            if raw is not None:
-                if public_key is not None and keys.verify_digest(public_key, raw, payload_digest, hash_name):
-                    return {"p": path, "s": CURRENT}
-                entry.update(s="ours", h=hash_name, g=b64(raw))
-            elif info.has_signed_attributes:
-                entry.update(s=signing.BAD_SIGNATURE, r="signed attributes (the kernel refuses them on module signatures)")
-            elif cert.matches(info.signer):
-                entry.update(s="ours", h=info.hash_name, g=b64(info.signature))
-                if info.hash_name != hash_name:
-                    entry["sd"] = b64(digest(payload, info.hash_name))
             else:
-                entry.update(s=signing.UNKNOWN_KEY, n=info.signer.describe())
+                entry.update(_signature_state(payload, pkcs7, payload_digest, cert, hash_name, public_key, path))
+            if entry["s"] == CURRENT:
+                return dict(where, s=CURRENT)
+            info = modinfo(payload)
+            entry.update(m=info.get("name", ""), v=info.get("vermagic", ""))
             return entry
     except ModSignError as exc:
-        return {"p": path, "s": signing.FAILED, "r": exc.with_path(path).cause}
+        return dict(where, s=signing.FAILED, r=display_path(exc.with_path(path).cause))
+
+
+def _signature_state(payload, pkcs7, payload_digest, cert, hash_name, public_key, path):
+    # type: (memoryview, bytes, bytes, CertificateId, str, Optional[object], str) -> Dict[str, Any]
+    """The survey keys that describe an existing signature (see ``survey_module``)."""
+    raw, info = None, None
+    for use_skid in (False, True):   # the signature exactly as we make it: no DER parsing
+        raw = own_signature(pkcs7, cert, hash_name, use_skid) if cert.skid or not use_skid else None
+        if raw is not None:
+            break
+    if raw is None:
+        try:
+            info = parse_signed_data(pkcs7, path)[0]
+        except UnreadableSignature as exc:
+            return {"s": signing.UNPARSEABLE, "r": exc.cause}
+        if not info.has_signed_attributes and cert.matches(info.signer) and info.hash_name == hash_name:
+            raw = info.signature
+    if raw is not None:
+        if public_key is not None and keys.verify_digest(public_key, raw, payload_digest, hash_name):
+            return {"s": CURRENT}
+        return {"s": OURS, "h": hash_name, "g": b64(raw)}
+    if info is None or info.has_signed_attributes:
+        return {"s": signing.BAD_SIGNATURE, "r": "signed attributes (the kernel refuses them on module signatures)"}
+    if cert.matches(info.signer):
+        state = {"s": OURS, "h": info.hash_name, "g": b64(info.signature)}
+        if info.hash_name != hash_name:
+            state["sd"] = b64(digest(payload, info.hash_name))
+        return state
+    return {"s": signing.UNKNOWN_KEY, "n": info.signer.describe(), "h": info.hash_name}
 
 
 def survey(paths, cert_der, hash_name, workers=0, cache=None):
@@ -227,16 +298,79 @@ def survey(paths, cert_der, hash_name, workers=0, cache=None):
     if cache is None:
         return run_batches(lambda path: survey_module(path, cert, hash_name, public_key), paths, workers)
     known, rest = cache.split(paths)
-    entries = dict((path, {"p": path, "s": CURRENT}) for path in known)
-    for entry in run_batches(lambda path: survey_module(path, cert, hash_name, public_key), rest, workers):
-        entries[entry["p"]] = entry
+    entries = dict((path, dict(wire_path(path), s=CURRENT)) for path in known)
+    for path, entry in zip(rest, run_batches(lambda path: survey_module(path, cert, hash_name, public_key), rest,
+                                             workers)):
+        entries[path] = entry
         if entry["s"] == CURRENT:
-            cache.remember_verified(entry["p"])
+            cache.remember_verified(path)
     return [entries[path] for path in paths]
 
 
-def plan(entries, signing_key, replace_foreign):
-    # type: (Sequence[Dict[str, Any]], signing.SigningKey, bool) -> List[Tuple[signing.Outcome, Optional[Dict[str, Any]]]]
+# ---------------------------------------------------------------- controller mode: what the host may ask for
+
+def _glob_match(pattern, parts):
+    # type: (Sequence[str], Sequence[str]) -> bool
+    """``parts`` (path components) match ``pattern`` (components) as glob.glob(recursive=True) would match them."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_glob_match(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_match(pattern[1:], parts[1:])
+
+
+def outside_request(path, patterns):
+    # type: (str, Sequence[str]) -> Optional[str]
+    """Why the controller must not sign ``path`` for a task whose ``path`` option is ``patterns``, or None.
+
+    The rules are ``expand_paths``'s, read lexically: ``path`` is one of the
+    patterns itself (a file named directly), or lies in a directory one of them
+    names, or under a glob match, with a module's name. A ``..`` component is
+    refused (a host that resolves links decides where it leads). Paths are
+    compared after ``posixpath.normpath``, on both sides.
+    """
+    if not path or "\0" in path or ".." in path.split("/"):
+        return "not a plain path (empty, or with a '..' component); the controller does not sign it"
+    norm = posixpath.normpath(path)
+    parts = norm.split("/")
+    module_name = parts[-1].endswith(signing.MODULE_SUFFIXES)
+    for pattern in patterns:
+        wanted = posixpath.normpath(pattern)
+        if norm == wanted:
+            return None
+        if norm.startswith(wanted.rstrip("/") + "/") and module_name:
+            return None
+        if any(ch in pattern for ch in _GLOB_CHARS):
+            glob_parts = wanted.split("/")
+            for depth in range(1, len(parts) + 1):
+                if _glob_match(glob_parts, parts[:depth]) and (depth == len(parts) or module_name):
+                    return None
+    return "outside the task's path (%s) or not a module name there; the controller does not sign it" % (
+        ", ".join(patterns))
+
+
+def refuse_outside(entries, patterns):
+    # type: (Sequence[Dict[str, Any]], Sequence[str]) -> List[Dict[str, Any]]
+    """``entries`` with each one the host may not ask a signature for turned into a failure (controller side).
+
+    A link is reported under its target's real path, so a link that leads out
+    of ``patterns`` is refused too.
+    """
+    checked = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("p"), str):
+            checked.append({"p": repr(entry)[:200], "s": signing.FAILED, "r": "malformed survey entry"})
+            continue
+        try:
+            reason = outside_request(real_path(entry), patterns)
+        except (ValueError, TypeError):
+            reason = "malformed path encoding"
+        checked.append(entry if reason is None else {"p": entry["p"], "s": signing.FAILED, "r": reason})
+    return checked
+
+
+def plan(entries, signing_key, replace_foreign, replace_tampered=False):
+    # type: (Sequence[Dict[str, Any]], signing.SigningKey, bool, bool) -> List[Tuple[signing.Outcome, Optional[Dict[str, Any]]]]
     """Controller side, step 2: the outcome of each surveyed module, and what to sign for those that change.
 
     The verdicts are the ones ``_signing.judge`` gives in host mode; the
@@ -248,25 +382,31 @@ def plan(entries, signing_key, replace_foreign):
         if state == signing.FAILED:
             planned.append((signing.Outcome(path, signing.FAILED, entry.get("r")), None))
             continue
-        if state == CURRENT:   # checked on the host with the certificate's public key
-            verdict = signing.Verdict(signing.TRUSTED, None, signing_key.hash_name, signing_key.certificate)
-        elif state == "ours":
-            covered = unb64(entry.get("sd") or entry["d"])
-            ok = keys.verify_digest(signing_key.trusted.public_key, unb64(entry["g"]), covered, entry["h"])
-            verdict = signing.Verdict(signing.TRUSTED if ok else signing.BAD_SIGNATURE, None, entry["h"],
-                                      signing_key.certificate,
-                                      None if ok else "signature does not verify with the certificate it names")
-        elif state == signing.UNKNOWN_KEY:
-            verdict = signing.Verdict(signing.UNKNOWN_KEY)
-        else:
-            verdict = signing.Verdict(state, reason=entry.get("r"))
-        action = signing.decide(verdict, signing_key.is_current(verdict), replace_foreign)
-        signer = entry.get("n") if state == signing.UNKNOWN_KEY else signing.describe_verdict(verdict)
-        if state == signing.UNKNOWN_KEY and signer:
-            signer = "signed by an unknown key (%s)" % signer
-        planned.append((signing.Outcome(path, action, signer=signer),
-                        entry if action in (signing.SIGNED, signing.REPLACED) else None))
+        verdict = _verdict_of(entry, signing_key)
+        action = signing.decide(verdict, signing_key.is_current(verdict), replace_foreign, replace_tampered)
+        outcome = signing.outcome_of(path, verdict, action)
+        if state == signing.UNKNOWN_KEY and entry.get("n"):
+            outcome = outcome._replace(signer=signing.describe_unknown_signer(entry["n"], entry.get("h")))
+        planned.append((outcome, entry if action in (signing.SIGNED, signing.REPLACED) else None))
     return planned
+
+
+def _verdict_of(entry, signing_key):
+    # type: (Dict[str, Any], signing.SigningKey) -> signing.Verdict
+    """The host-mode verdict a survey entry stands for; a signature naming our certificate is verified here."""
+    state = entry["s"]
+    if state == CURRENT:   # checked on the host with the certificate's public key
+        return signing.Verdict(signing.TRUSTED, None, signing_key.hash_name, signing_key.certificate)
+    if state == OURS:
+        covered = unb64(entry.get("sd") or entry["d"])
+        ok = keys.verify_digest(signing_key.trusted.public_key, unb64(entry["g"]), covered, entry["h"])
+        return signing.Verdict(signing.TRUSTED if ok else signing.BAD_SIGNATURE, None, entry["h"],
+                               signing_key.certificate, None if ok else signing.BAD_SIGNATURE_REASON)
+    if state == signing.UNKNOWN_KEY:
+        return signing.Verdict(signing.UNKNOWN_KEY, hash_name=entry.get("h"))
+    if state == signing.UNPARSEABLE:
+        return signing.Verdict(signing.UNPARSEABLE, reason=entry.get("r"), cut_safe=True)
+    return signing.Verdict(state, reason=entry.get("r"))
 
 
 def fork_map(func, items, workers=0):
@@ -329,24 +469,30 @@ def sign_digests(signing_key, digests, workers=0):
 
 def write_requests(planned, signatures):
     # type: (Sequence[Tuple[signing.Outcome, Optional[Dict[str, Any]]]], Sequence[str]) -> List[Dict[str, str]]
-    """What the host needs to write each changed module: path, stat token, digest, raw signature."""
+    """What the host needs to write each changed module: path (``p``, ``b``), stat token, digest, raw signature."""
     entries = [entry for _outcome, entry in planned if entry is not None]
-    return [{"p": e["p"], "t": e["t"], "d": e["d"], "g": g} for e, g in zip(entries, signatures)]
+    requests = []
+    for entry, signature in zip(entries, signatures):
+        request = {"p": entry["p"], "t": entry["t"], "d": entry["d"], "g": signature}
+        if entry.get("b"):
+            request["b"] = entry["b"]
+        requests.append(request)
+    return requests
 
 
 def _write_one(request, cert, hash_name, use_skid, batch):
     # type: (Dict[str, str], CertificateId, str, bool, atomic.AtomicBatch) -> Optional[str]
     """Write one module's temporary file into ``batch``; the failure reason, if any."""
-    path = request["p"]
     try:
+        path = real_path(request)
         with signing.OpenModule(path) as module:
             if module.stat_token() != request["t"] or b64(digest(module.payload, hash_name)) != request["d"]:
                 return "module changed since its digest was taken; not written"
             pkcs7 = build_signed_data(cert, hash_name, unb64(request["g"]), use_skid)
             error = batch.add(path, module.content(trailer(pkcs7)), hold=module.hold())
-            return None if error is None else error.cause
+            return None if error is None else display_path(error.cause)
     except ModSignError as exc:
-        return exc.with_path(path).cause
+        return display_path(exc.cause)
     except (ValueError, KeyError, TypeError) as exc:
         return "malformed write request (%s)" % exc
 
@@ -354,10 +500,10 @@ def _write_one(request, cert, hash_name, use_skid, batch):
 def _write_batch(requests, cert, hash_name, use_skid):
     # type: (Sequence[Dict[str, str]], CertificateId, str, bool) -> Tuple[List[Tuple[str, Optional[str]]], List[str], Dict[str, os.stat_result]]
     batch = atomic.AtomicBatch(durable=False)
-    made = [(r.get("p", ""), _write_one(r, cert, hash_name, use_skid, batch)) for r in requests]
-    errors = batch.commit()
-    return ([(path, errors[path].cause if reason is None and path in errors else reason) for path, reason in made],
-            sorted(batch.directories), batch.written)
+    made = [(r, _write_one(r, cert, hash_name, use_skid, batch)) for r in requests]
+    errors = dict((display_path(path), error) for path, error in batch.commit().items())
+    return ([(r.get("p", ""), display_path(errors[r.get("p", "")].cause) if reason is None and r.get("p", "") in errors
+              else reason) for r, reason in made], sorted(batch.directories), batch.written)
 
 
 def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0, cache=None):
@@ -370,7 +516,12 @@ def write_signatures(requests, cert_der, hash_name, use_skid=False, workers=0, c
     hash_name = hash_algorithm(hash_name).name
     if use_skid and cert.skid is None:
         raise ModSignError("the certificate has no subjectKeyIdentifier; cannot name the signer by SKID")
-    paths = [r.get("p", "") for r in requests]
+    paths = []
+    for request in requests:
+        try:
+            paths.append(real_path(request))
+        except (ValueError, TypeError, AttributeError):
+            paths.append("")
     workers = signing.worker_count(paths, workers)
     planned = signing.plan_batches(paths, workers, signing.fd_limited(BATCH))
     done = map_files(lambda chunk: _write_batch([requests[i] for i in chunk], cert, hash_name, use_skid),

@@ -29,11 +29,11 @@ from ansible_collections.skm.modsign.plugins.module_utils._atomic import (
     CLOSE_QUEUE, TEMP_SUFFIX, AtomicBatch, finish_closes, flush_directories, is_temp_name,
 )
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
+from ansible_collections.skm.modsign.plugins.module_utils._files import open_regular, read_bytes
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
-    CertificateId, SignerId, build_signed_data, certificate_id, check_signing_certificate, digest, hash_algorithm,
-    own_signature, parse_signed_data,
+    WEAK_HASHES, CertificateId, SignerId, UnreadableSignature, build_signed_data, certificate_id,
+    check_signing_certificate, digest, hash_algorithm, own_signature, parse_signed_data,
 )
 from ansible_collections.skm.modsign.plugins.module_utils._trailer import (
     ModuleSignature, append_signature, parse_signature, split_signature, trailer,
@@ -51,6 +51,7 @@ SIGNED = "signed"
 ALREADY_SIGNED = "already_signed"
 REPLACED = "replaced"
 FOREIGN = "foreign"            # signed by another key (or badly) and left alone
+TAMPERED = "tampered"          # names our certificate but does not verify: evidence, left alone
 FAILED = "failed"
 
 
@@ -107,6 +108,7 @@ class Verdict(NamedTuple):
     hash_name: Optional[str] = None
     certificate: Optional[CertificateId] = None   # the given certificate it names
     reason: Optional[str] = None
+    cut_safe: bool = False    # UNPARSEABLE only: a sound SignedData envelope we cannot read (see UnreadableSignature)
 
 
 def judge(payload, pkcs7, trusted, path=None):
@@ -116,6 +118,8 @@ def judge(payload, pkcs7, trusted, path=None):
         return Verdict(UNSIGNED)
     try:
         signers = parse_signed_data(pkcs7, path)
+    except UnreadableSignature as exc:
+        return Verdict(UNPARSEABLE, reason=exc.cause, cut_safe=True)
     except ModSignError as exc:
         return Verdict(UNPARSEABLE, reason=exc.cause)
     info = signers[0]
@@ -220,17 +224,27 @@ class SigningKey:
 
 class Outcome(NamedTuple):
     path: str
-    status: str                  # SIGNED, ALREADY_SIGNED, REPLACED, FOREIGN, FAILED
+    status: str                  # SIGNED, ALREADY_SIGNED, REPLACED, FOREIGN, TAMPERED, FAILED
     reason: Optional[str] = None
-    signer: Optional[str] = None  # the previous signer, for FOREIGN/REPLACED
+    signer: Optional[str] = None  # the previous signer, for FOREIGN/TAMPERED/REPLACED
+    tampered: bool = False        # REPLACED: the previous signature named our certificate and did not verify
 
 
-def decide(verdict, key_is_current, replace_foreign):
-    # type: (Verdict, bool, bool) -> str
-    """What signing does to a module: ALREADY_SIGNED, SIGNED, REPLACED or FOREIGN.
+def is_tampered(verdict):
+    # type: (Verdict) -> bool
+    """A signature that names one of our certificates but does not verify: the module changed after signing."""
+    return verdict.state == BAD_SIGNATURE and verdict.certificate is not None
 
-    Our own valid signature with another hash, or a stale signature naming our
-    certificate, is replaced; another key's signature is replaced only when asked.
+
+def decide(verdict, key_is_current, replace_foreign, replace_tampered=False):
+    # type: (Verdict, bool, bool, bool) -> str
+    """What signing does to a module: ALREADY_SIGNED, SIGNED, REPLACED, FOREIGN, TAMPERED or FAILED.
+
+    Our own valid signature with another hash is replaced. A signature naming
+    our certificate that does not verify is tampering, never "foreign": it is
+    replaced only with ``replace_tampered``. Another key's signature, or one we
+    cannot read inside a sound envelope, is replaced only with ``replace_foreign``;
+    a trailer we cannot cut safely fails.
     """
     if verdict.state == UNSIGNED:
         return SIGNED
@@ -238,13 +252,31 @@ def decide(verdict, key_is_current, replace_foreign):
         return ALREADY_SIGNED
     if verdict.state == TRUSTED:
         return REPLACED
+    if is_tampered(verdict):
+        return REPLACED if replace_tampered else TAMPERED
+    if verdict.state == UNPARSEABLE and not verdict.cut_safe:
+        return FAILED
     return REPLACED if replace_foreign else FOREIGN
+
+
+def outcome_of(path, verdict, action):
+    # type: (str, Verdict, str) -> Outcome
+    """The reported outcome of ``decide``'s ``action`` on ``verdict``."""
+    if action == FAILED:
+        return Outcome(path, FAILED, verdict.reason or "unparseable signature")
+    return Outcome(path, action, signer=describe_verdict(verdict), tampered=is_tampered(verdict))
+
+
+def describe_unknown_signer(signer_text, hash_name):
+    # type: (str, Optional[str]) -> str
+    weak = " with the weak hash %s" % hash_name if hash_name in WEAK_HASHES else ""
+    return "signed by an unknown key (%s)%s" % (signer_text, weak)
 
 
 def describe_verdict(verdict):
     # type: (Verdict) -> Optional[str]
     if verdict.state == UNKNOWN_KEY and verdict.signer is not None:
-        return "signed by an unknown key (%s)" % verdict.signer.describe()
+        return describe_unknown_signer(verdict.signer.describe(), verdict.hash_name)
     if verdict.state == BAD_SIGNATURE:
         return verdict.reason or "bad signature"
     if verdict.state == UNPARSEABLE:
@@ -301,16 +333,15 @@ class OpenModule:
     def __init__(self, path):
         # type: (str) -> None
         self.path = path
-        try:
-            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))  # type: Optional[int]
-        except OSError as exc:
-            raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
+        self.fd = open_regular(path)  # type: Optional[int]   # a FIFO or a device is refused, never read
         try:
             try:
                 raw = _read_buffer().read(self.fd)
             except OSError as exc:
                 raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
             self.compression = compression.detect(raw[:8])
+            # why in-kernel decompression would refuse this container (xz with a CRC64 check), else None
+            self.container_refused = compression.kernel_refuses(compression.container(self.compression, raw[:8]))
             data = raw
             if self.compression != compression.NONE:
                 data = memoryview(compression.decompress(bytes(raw), path)[1])
@@ -353,16 +384,15 @@ class OpenModule:
         self.close()
 
 
-def _sign_one(path, signing_key, replace_foreign, check_mode, batch):
-    # type: (str, SigningKey, bool, bool, AtomicBatch) -> Outcome
+def _sign_one(path, signing_key, replace_foreign, check_mode, batch, replace_tampered=False):
+    # type: (str, SigningKey, bool, bool, AtomicBatch, bool) -> Outcome
     """Judge one module and, when it changes, write its temporary file into ``batch``."""
     try:
         with OpenModule(path) as module:
             verdict = judge_for_key(module.payload, module.pkcs7, signing_key, path)
-            if verdict.state == UNPARSEABLE:
-                return Outcome(path, FAILED, verdict.reason)
-            action = decide(verdict, signing_key.is_current(verdict), replace_foreign)
-            outcome = Outcome(path, action, signer=describe_verdict(verdict))
+            current = signing_key.is_current(verdict) and module.container_refused is None   # else recompress
+            action = decide(verdict, current, replace_foreign, replace_tampered)
+            outcome = outcome_of(path, verdict, action)
             if action not in (SIGNED, REPLACED) or check_mode:
                 return outcome
             content = module.content(signing_key.signature_trailer(module.payload))
@@ -372,24 +402,24 @@ def _sign_one(path, signing_key, replace_foreign, check_mode, batch):
         return Outcome(path, FAILED, exc.with_path(path).cause)
 
 
-def _sign_batch(paths, signing_key, replace_foreign, check_mode, durable=True):
-    # type: (Sequence[str], SigningKey, bool, bool, bool) -> Tuple[List[Outcome], List[str], Dict[str, os.stat_result]]
+def _sign_batch(paths, signing_key, replace_foreign, check_mode, durable=True, replace_tampered=False):
+    # type: (Sequence[str], SigningKey, bool, bool, bool, bool) -> Tuple[List[Outcome], List[str], Dict[str, os.stat_result]]
     """Sign ``paths`` with one durability flush.
 
     Returns the outcomes, the directories whose entries changed and the stat of each file written.
     """
     batch = AtomicBatch(durable=durable)
-    outcomes = [_sign_one(path, signing_key, replace_foreign, check_mode, batch) for path in paths]
+    outcomes = [_sign_one(path, signing_key, replace_foreign, check_mode, batch, replace_tampered) for path in paths]
     errors = batch.commit()
     return ([Outcome(o.path, FAILED, errors[o.path].cause) if o.path in errors and o.status != FAILED else o
              for o in outcomes], sorted(batch.directories), batch.written)
 
 
-def sign_module_file(path, signing_key, replace_foreign=False, check_mode=False):
-    # type: (str, SigningKey, bool, bool) -> Outcome
+def sign_module_file(path, signing_key, replace_foreign=False, check_mode=False, replace_tampered=False):
+    # type: (str, SigningKey, bool, bool, bool) -> Outcome
     """Sign one module file in place; never raises for a bad module, reports it as FAILED."""
     try:
-        return _sign_batch([path], signing_key, replace_foreign, check_mode)[0][0]
+        return _sign_batch([path], signing_key, replace_foreign, check_mode, True, replace_tampered)[0][0]
     finally:
         finish_closes()
 
@@ -463,20 +493,20 @@ def plan_batches(paths, workers, batch=128):
 
 
 def sign_module_files(paths, signing_key, replace_foreign=False, check_mode=False, workers=0, batch=128,
-                      written=None):
-    # type: (Sequence[str], SigningKey, bool, bool, int, int, Optional[Dict[str, os.stat_result]]) -> List[Outcome]
+                      written=None, replace_tampered=False):
+    # type: (Sequence[str], SigningKey, bool, bool, int, int, Optional[Dict[str, os.stat_result]], bool) -> List[Outcome]
     """Sign many module files on every core; outcomes in the order of ``paths``.
 
     Files are handled in batches (see ``plan_batches``) so that one filesystem
     flush makes a whole batch's new content durable before its renames (see
     ``AtomicBatch``); the renamed directory entries are flushed once at the
     end. ``workers``: see ``worker_count``. ``written``, when given, receives
-    the stat of each file written, taken right after its rename.
+    the stat of each file written, taken right after its rename. ``replace_tampered``: see ``decide``.
     """
     workers = worker_count(paths, workers)
     batches = plan_batches(paths, workers, fd_limited(batch))
     results = map_files(lambda chunk: _sign_batch([paths[i] for i in chunk], signing_key, replace_foreign,
-                                                  check_mode, False), batches, workers, chunksize=1)
+                                                  check_mode, False, replace_tampered), batches, workers, chunksize=1)
     finish_closes()
     flush_directories(directory for _outcomes, directories, _written in results for directory in directories)
     outcomes = [None] * len(paths)  # type: List[Optional[Outcome]]

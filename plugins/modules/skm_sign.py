@@ -19,8 +19,14 @@ description:
     inside the compressed stream and the module is recompressed as the kernel's C(modules_install) does.
   - Idempotent by verification, not by file hashes (ECDSA signatures are random). A module already validly signed
     by this certificate with the requested hash is left alone and never rewritten or recompressed. A module signed
-    by this certificate with another hash is re-signed. A module signed by another key is reported as foreign and
-    left alone unless O(replace_foreign=true).
+    by this certificate with another hash (including the weak sha1 and sha224 that kernel 6.1 still loads) is
+    re-signed. A module signed by another key, or whose signature we cannot read inside a sound PKCS#7 envelope
+    (an RSA-PSS signer, for example), is reported as foreign and left alone unless O(replace_foreign=true).
+  - A module whose signature names this certificate but does not verify was changed after it was signed (the
+    kernel refuses it with EKEYREJECTED). It is reported in RV(tampered) with a warning and left alone; only
+    O(replace_tampered=true) re-signs it, O(replace_foreign) never does.
+  - A trailer that cannot be cut off safely (it lies about its lengths, or the PKCS#7 does not exactly fill it)
+    is a failure in every case.
   - One bad module does not stop the others; the task fails at the end when any module failed, naming each one
     and the cause. Every write is atomic (temporary file, fsync, rename), keeping mode, owner and SELinux label.
   - "Controller mode (O(key_location=controller)): the private key stays on the controller. The host computes
@@ -30,6 +36,10 @@ description:
     the file atomically. Module bytes never cross the network (under 2 KiB per module does), and a module that
     changed between the two steps is reported failed and not written. The host needs no C(cryptography) library
     in this mode."
+  - "Controller mode trusts the host only as far as it must: it signs only paths that the task's O(path) names
+    (the same rules, read lexically; a C(..) component, or a link whose target lies elsewhere, is refused) and
+    only after the digest is recorded in O(signing_log). A compromised host can still have any content it
+    places under O(path) signed: it computes the digests. The log is what lets you find out."
 version_added: 0.1.0
 author:
   - skm.modsign contributors (@skm-modsign)
@@ -100,7 +110,9 @@ options:
   hash:
     description:
       - Digest algorithm of the signature, as C(CONFIG_MODULE_SIG_HASH) names it. The SHA-3 ones need kernel 6.7+.
-      - An ECDSA key needs a hash at least as long as the key (P-384 - V(sha384) or V(sha512)).
+      - An ECDSA key needs a hash at least as long as the key (P-384 - V(sha384) or V(sha512)). This is our policy,
+        following the advice of the kernel's C(certs/Kconfig) (a shorter hash weakens the signature to its length);
+        the kernel itself (6.1) would load a P-384 signature over sha256.
     default: sha512
   signer_id:
     description:
@@ -111,10 +123,32 @@ options:
     default: issuer_serial
   replace_foreign:
     description:
-      - Re-sign modules signed by another key (or whose signature does not verify). By default they are reported
-        in RV(foreign) and left alone.
+      - Re-sign modules signed by another key, or with a signature we cannot read inside a sound PKCS#7 envelope
+        (for example an RSA-PSS signer, which the kernel cannot verify). By default they are reported in
+        RV(foreign) and left alone.
+      - Never re-signs a module whose signature names this certificate but does not verify (see
+        O(replace_tampered)), and never cuts a trailer that lies about its lengths (that module fails).
     type: bool
     default: false
+  replace_tampered:
+    description:
+      - Re-sign modules whose signature names this certificate but does not verify. Such a module was changed
+        after it was signed with this key; re-signing it makes the kernel load the changed code. Set this only
+        after you have checked why it changed (for example a module patched on purpose, or rebuilt in place).
+      - By default they are reported in RV(tampered), with a warning, and left alone.
+    type: bool
+    default: false
+  signing_log:
+    description:
+      - Controller mode only (ignored in host mode). A file on the controller to which every signature the
+        controller makes is appended, one JSON object a line, before the host receives it - V(time) (UTC),
+        V(host) (inventory name), V(path), V(module) and V(vermagic) (as the host read them from the module's
+        C(.modinfo)), V(digest) (C(<hash>:<hex>) of the payload), V(certificate) (SHA-256 fingerprint) and
+        V(action) (V(signed) or V(replaced)).
+      - Default C($XDG_STATE_HOME/skm-modsign/signing-log.jsonl) (C(~/.local/state/...)); created 0600 in a 0700
+        directory. When it cannot be written the task fails before anything is signed.
+      - V('') turns the log off (not recommended - it is the record of what hosts had signed).
+    type: str
   workers:
     description:
       - Number of processes on the host. V(0) - twice the number of cores (one computes while another waits for
@@ -209,10 +243,27 @@ foreign:
       description: The module.
       type: str
     signer:
-      description: The previous signer (issuer and serial, or SKID) or why its signature is bad.
+      description: The previous signer (issuer and serial, or SKID, and a weak hash), or why its signature is bad.
       type: str
     action:
       description: V(left) (reported only) or V(replaced).
+      type: str
+tampered:
+  description:
+    - Modules whose signature names this certificate but does not verify (changed after signing), and what was
+      done - V(left), or V(replaced) with O(replace_tampered). A warning names the ones left.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The module.
+      type: str
+    signer:
+      description: Why the signature is bad.
+      type: str
+    action:
+      description: V(left) or V(replaced).
       type: str
 failures:
   description:
@@ -223,16 +274,17 @@ failures:
   elements: dict
   contains:
     path:
-      description: The module.
+      description: The module. A name that is not UTF-8 shows its other bytes as C(\\xNN) escapes, in every list.
       type: str
     reason:
-      description: Why (corrupt stream, not a module, changed meanwhile, write error...).
+      description: Why (corrupt stream, not a module, not a regular file, outside the task's path, changed
+        meanwhile, write error...).
       type: str
 counts:
   description: Number of modules in each list, and C(total).
   returned: always
   type: dict
-  sample: {signed: 3, replaced: 0, already_signed: 40, foreign: 1, failed: 0, total: 44}
+  sample: {signed: 3, replaced: 0, already_signed: 40, foreign: 1, tampered: 0, failed: 0, total: 44}
 stale_temps_removed:
   description:
     - Temporary files (C(.<module>.<random>.~skm~)) that an earlier, killed run left beside the modules and this
@@ -278,6 +330,8 @@ ARGUMENT_SPEC = dict(
               default="sha512"),
     signer_id=dict(type="str", choices=["issuer_serial", "skid"], default="issuer_serial"),
     replace_foreign=dict(type="bool", default=False),
+    replace_tampered=dict(type="bool", default=False),
+    signing_log=dict(type="str"),
     workers=dict(type="int", default=0),
     verdict_cache=dict(type="path"),
     controller_request=dict(type="dict"),
@@ -295,12 +349,13 @@ def sign_on_host(module, paths):
     signing_key = signing.SigningKey.from_files(p["key"], p["cert"], p["passphrase"], p["hash"],
                                                 use_skid=p["signer_id"] == "skid")
     if not p["verdict_cache"]:
-        return signing.sign_module_files(paths, signing_key, p["replace_foreign"], module.check_mode, p["workers"]), None
+        return signing.sign_module_files(paths, signing_key, p["replace_foreign"], module.check_mode, p["workers"],
+                                         replace_tampered=p["replace_tampered"]), None
     cache = SignedCache(p["verdict_cache"], signing_key.certificate.fingerprint, signing_key.hash_name)
     known, rest = cache.split(paths)
     written = {}
     outcomes = signing.sign_module_files(rest, signing_key, p["replace_foreign"], module.check_mode, p["workers"],
-                                         written=written)
+                                         written=written, replace_tampered=p["replace_tampered"])
     if not module.check_mode:
         cache.learn(outcomes, written)
         cache.save()
@@ -358,7 +413,7 @@ def main():
                                  "call the module as skm.modsign.skm_sign from a play or ad hoc")
         outcomes, cache_use = sign_on_host(module, paths)
     except ModSignError as exc:
-        fail(module, exc)
+        fail(module, ModSignError(batch.display_path(exc.cause), exc.path and batch.display_path(exc.path)))
     result = batch.summarize(outcomes, module.check_mode)
     result["key_location"] = "host"
     if cache_use is not None:

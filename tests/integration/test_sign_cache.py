@@ -23,9 +23,9 @@ def tree(debian_kernel, debian_sample, tmp_path):
     return make_tree(debian_kernel, debian_sample, tmp_path / "tree")
 
 
-def sign(tree, key, cache, hash_name="sha384", check=False):
+def sign(tree, key, cache, hash_name="sha384", check=False, **extra):
     args = {"path": str(tree.root), "key": str(key.key), "cert": str(key.cert), "hash": hash_name,
-            "replace_foreign": True, "verdict_cache": str(cache)}
+            "replace_foreign": True, "verdict_cache": str(cache), **extra}
     result = run_module("skm_sign", args, check=check)
     assert not result.get("failed"), result["msg"]
     return result
@@ -52,7 +52,7 @@ def test_rerun_answers_from_the_cache_and_reads_changed_modules_again(tree, sess
     changed = tree.stripped[0]
     st = changed.stat()
     data = bytearray(changed.read_bytes())
-    data[-100] ^= 0xFF                        # inside the signature: it no longer verifies
+    data[-100] ^= 0xFF                        # inside our signature: it no longer verifies (tampered)
     with open(changed, "r+b") as handle:
         handle.write(data)
     os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -65,12 +65,12 @@ def test_rerun_answers_from_the_cache_and_reads_changed_modules_again(tree, sess
 
     cache_before = (cache_file.read_bytes(), cache_file.stat().st_ino, cache_file.stat().st_mtime_ns)
     dry = sign(tree, key, cache, check=True)
-    assert [f["path"] for f in dry["foreign"]] == [str(changed)] and dry["signed"] == [str(replaced)]
+    assert [f["path"] for f in dry["tampered"]] == [str(changed)] and dry["signed"] == [str(replaced)]
     assert dry["verdict_cache"]["hits"] == total - 2
     assert (cache_file.read_bytes(), cache_file.stat().st_ino, cache_file.stat().st_mtime_ns) == cache_before, \
         "check mode wrote the cache"
 
-    third = sign(tree, key, cache)
+    third = sign(tree, key, cache, replace_tampered=True)
     assert third["verdict_cache"]["hits"] == total - 2 and third["verdict_cache"]["misses"] == 2
     assert third["replaced"] == [str(changed)] and third["signed"] == [str(replaced)]
     reference = sign_file_reference(sign_file, key, "sha384", tree.payloads[changed], tmp_path / "ref")
@@ -121,7 +121,8 @@ def test_controller_mode_survey_answers_from_the_host_cache(tree, session_keys, 
     cache = tmp_path / "cache"
     total = len(tree.files)
     args = {"path": str(tree.root), "key": str(key.key), "cert": str(key.cert), "hash": "sha384",
-            "replace_foreign": True, "key_location": "controller", "verdict_cache": str(cache)}
+            "replace_foreign": True, "key_location": "controller", "verdict_cache": str(cache),
+            "signing_log": str(tmp_path / "signing.log")}
     first = run_module("skm_sign", args)
     assert first["changed"] and not first.get("failed"), first["msg"]
     assert first["verdict_cache"]["misses"] == total

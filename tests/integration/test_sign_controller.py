@@ -101,7 +101,7 @@ def test_cryptography_is_really_unimportable_on_the_host(tree, session_keys, hos
 def test_rsa_controller_mode_matches_sign_file(tree, session_keys, sign_file, host, tmp_path):
     key = session_keys("rsa4096")
     args = {"path": str(tree.root), "key_location": "controller", "key": str(key.key), "cert": str(key.cert),
-            "hash": "sha512"}
+            "hash": "sha512", "signing_log": str(tmp_path / "signing.log")}
     before = tree.snapshot()
     debian_signed = sorted(p for p in tree.files if parse_signature(decompressed(p)).pkcs7 is not None)
 
@@ -158,6 +158,7 @@ def test_vaulted_key_with_passphrase_ecdsa(tree, session_keys, host, tmp_path):
     assert PASSPHRASE not in secrets.read_text()
     playbook = tmp_path / "play.yml"
     task = {"path": [str(tree.root / "stripped"), str(tree.root / "compressed")], "key_location": "controller",
+            "signing_log": str(tmp_path / "signing.log"),
             "key_content": "{{ vault_key_pem }}", "cert_content": key.cert.read_text(),
             "passphrase": "{{ vault_passphrase }}", "hash": "sha256", "replace_foreign": True}
     playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "vars_files": [str(secrets)],
@@ -192,7 +193,8 @@ def test_module_changed_between_the_steps_is_not_written(tree, session_keys, hos
     changed_copy.write_bytes(bytes(tampered))
     host.hook.write_text(f"cat {changed_copy} > {victim}\n")   # same inode: only the digest check can catch it
     result = run_module("skm_sign", {"path": str(tree.root / "stripped"), "key_location": "controller",
-                                     "key": str(key.combined), "hash": "sha256"}, vars=host.vars)
+                                     "key": str(key.combined), "hash": "sha256",
+                                     "signing_log": str(host.log.parent / "signing.log")}, vars=host.vars)
     assert result.get("failed")
     assert [f["path"] for f in result["failures"]] == [str(victim)]
     assert "changed since its digest was taken" in result["failures"][0]["reason"]

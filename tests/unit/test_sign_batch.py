@@ -19,11 +19,11 @@ from ansible_collections.skm.modsign.plugins.module_utils._trailer import MAGIC,
 from tests.lib.module_tree import compress
 
 
-def controller_round_trip(paths, signing_key, replace_foreign=False, check_mode=False):
+def controller_round_trip(paths, signing_key, replace_foreign=False, check_mode=False, replace_tampered=False):
     """The three steps of controller mode, as the action plugin chains them."""
     cert = signing_key.certificate.der
-    entries = batch.survey(paths, cert, signing_key.hash_name)
-    planned = batch.plan(entries, signing_key, replace_foreign)
+    entries = batch.refuse_outside(batch.survey(paths, cert, signing_key.hash_name), paths)
+    planned = batch.plan(entries, signing_key, replace_foreign, replace_tampered)
     failures = {}
     if not check_mode:
         wanted = [e["d"] for _o, e in planned if e is not None]
@@ -63,17 +63,19 @@ def statuses(outcomes):
     return {pathlib.Path(o.path).name: o.status for o in outcomes}
 
 
-@pytest.mark.parametrize("replace_foreign", [False, True])
-def test_controller_mode_decides_like_host_mode(states, replace_foreign):
+@pytest.mark.parametrize("replace_foreign,replace_tampered", [(False, False), (True, False), (False, True)])
+def test_controller_mode_decides_like_host_mode(states, replace_foreign, replace_tampered):
     key, made = states
     paths = sorted(str(p) for p in made)
-    host = signing.sign_module_files(paths, key, replace_foreign, check_mode=True, workers=1)
-    controller = controller_round_trip(paths, key, replace_foreign, check_mode=True)
+    host = signing.sign_module_files(paths, key, replace_foreign, check_mode=True, workers=1,
+                                     replace_tampered=replace_tampered)
+    controller = controller_round_trip(paths, key, replace_foreign, check_mode=True, replace_tampered=replace_tampered)
     assert statuses(controller) == statuses(host)
     assert [o.signer for o in controller] == [o.signer for o in host]
+    assert [o.tampered for o in controller] == [o.tampered for o in host]
     expected = {"unsigned": "signed", "current": "already_signed", "other_hash": "replaced",
                 "foreign": "replaced" if replace_foreign else "foreign",
-                "bad": "replaced" if replace_foreign else "foreign", "corrupt": "failed"}
+                "bad": "replaced" if replace_tampered else "tampered", "corrupt": "failed"}
     assert statuses(controller) == {p.name: expected[n] for p, n in made.items()}
 
 
@@ -89,7 +91,7 @@ def test_controller_writes_the_same_bytes_as_host_mode(states, tmp_path):
     for path in made:
         assert (copy / path.name).read_bytes() == path.read_bytes(), path.name   # RSA: deterministic
     again = controller_round_trip(sorted(str(p) for p in copy.iterdir()), key, True)
-    assert {o.status for o in again} == {"already_signed", "failed"}
+    assert {o.status for o in again} == {"already_signed", "tampered", "failed"}
 
 
 def test_write_step_refuses_a_module_changed_after_the_survey(states):
@@ -152,7 +154,8 @@ def test_summary_failure_message_and_diff():
                 signing.Outcome("/m/d.ko", "replaced", signer="signed by an unknown key (y)"),
                 signing.Outcome("/m/e.ko", "failed", "corrupt xz stream")]
     result = batch.summarize(outcomes)
-    assert result["counts"] == {"signed": 1, "replaced": 1, "already_signed": 1, "foreign": 2, "failed": 1, "total": 5}
+    assert result["counts"] == {"signed": 1, "replaced": 1, "already_signed": 1, "foreign": 2, "tampered": 0,
+                                "failed": 1, "total": 5}
     assert result["changed"]
     assert [f["action"] for f in result["foreign"]] == ["left", "replaced"]
     assert batch.failure_message(result) == "1 of 5 modules failed: /m/e.ko: corrupt xz stream"
@@ -187,3 +190,33 @@ def test_skid_signer_id_matches_sign_file_k_in_both_modes(debian_kernel, debian_
     assert [o.status for o in controller_round_trip([str(ctrl_path)], skid_key)] == ["signed"]
     assert host_path.read_bytes() == ref.read_bytes() == ctrl_path.read_bytes()
     assert [o.status for o in controller_round_trip([str(ctrl_path)], skid_key)] == ["already_signed"]
+
+
+def test_controller_signs_only_what_the_task_path_names():
+    """The lexical rules of expand_paths, as the controller applies them to a host's survey."""
+    patterns = ["/lib/modules/6.1.0/updates", "/opt/drv/*.ko*", "/srv/m/**/*.ko", "/x/drv[1].ko"]
+    allowed = ["/lib/modules/6.1.0/updates/dkms/a.ko", "/lib/modules/6.1.0/updates/b.ko.xz", "/opt/drv/c.ko.zst",
+               "/srv/m/d.ko", "/srv/m/1/2/e.ko", "/x/drv[1].ko", "/x/drv1.ko", "/lib/modules/6.1.0/updates"]
+    refused = ["/etc/shadow", "/lib/modules/6.1.0/updates/../../../etc/x.ko", "/lib/modules/6.1.0/updates/notes",
+               "/lib/modules/6.1.0/updates-evil/a.ko", "/opt/drv/sub/c.ko", "/srv/m/d.ko.xz", "", "/x/drv2.ko",
+               "lib/modules/6.1.0/updates/a.ko"]
+    assert [p for p in allowed if batch.outside_request(p, patterns) is not None] == []
+    assert [p for p in refused if batch.outside_request(p, patterns) is None] == []
+    assert batch.outside_request("/m/./a.ko", ["/m//"]) is None
+    assert batch.outside_request("/anything/x.ko", ["/"]) is None
+    # A glob that matches a directory takes the modules under it, as expand_paths walks it.
+    assert batch.outside_request("/lib/modules/6.1.0/extra/a/b.ko", ["/lib/modules/*/extra"]) is None
+    entries = [{"p": "/srv/m/d.ko", "s": "unsigned"}, {"p": "/etc/x.ko", "s": "unsigned"}, "junk"]
+    checked = batch.refuse_outside(entries, patterns)
+    assert [e["s"] for e in checked] == ["unsigned", "failed", "failed"]
+    assert "outside the task's path" in checked[1]["r"] and checked[2]["r"] == "malformed survey entry"
+
+
+def test_modinfo_matches_kmod(debian_kernel, debian_sample):
+    from ansible_collections.skm.modsign.plugins.module_utils._modinfo import modinfo
+    for rel in debian_sample[:4]:
+        path = debian_kernel.modules_dir / rel
+        expected = {field: subprocess.run(["modinfo", "-F", field, str(path)], capture_output=True, text=True,
+                                          check=True).stdout.rstrip("\n") for field in ("name", "vermagic")}
+        assert modinfo(strip_signature(path.read_bytes())) == expected
+    assert modinfo(b"not an ELF file") == {} and modinfo(b"\x7fELF\x02\x01" + b"\xff" * 60) == {}
