@@ -29,10 +29,10 @@ import datetime
 import json
 import os
 import re
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from ansible_collections.skm.modsign.plugins.module_utils import _key_set as key_set
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
-from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._files import read_bytes
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import certificate_id, hash_algorithm
@@ -53,6 +53,7 @@ FILES = {
     "metadata": "skm-key.json",
 }
 SECRET_FILES = ("private_key", "combined")
+ORDER = ("certificate", "certificate_der", "private_key", "combined", "metadata")   # metadata, the marker, last
 KEY_SIZES = {"rsa": (2048, 3072, 4096), "ecdsa": (256, 384)}
 PROFILES = ("signing", "ca")
 REGENERATE = ("never", "fail", "partial_idempotence", "full_idempotence", "always")
@@ -177,38 +178,191 @@ class Existing(NamedTuple):
     facts: Optional[KeyFacts]
     problem: Optional[str]       # why it cannot be used as it is (None: readable and consistent)
     unreadable: bool = False     # the problem is that the key cannot be read at all (wrong passphrase...)
+    conflict: bool = False       # files of the set disagree (a certificate of another key): never guessed
+    repairs: Dict[str, bytes] = {}   # kind -> content that makes the set whole again, the key kept
 
 
-def inspect(directory, passphrase=None, now=None):
-    # type: (str, Optional[str], Optional[datetime.datetime]) -> Optional[Existing]
-    """What is in ``directory`` now; None when there is no key there."""
-    paths = dict((k, os.path.join(directory, v)) for k, v in FILES.items())
-    if not os.path.exists(paths["private_key"]):
+class _KeySource(NamedTuple):
+    path: str
+    pem: bytes                   # the private key's PEM block, exactly as stored (encrypted or not)
+
+
+def _key_source(paths):
+    # type: (Dict[str, str]) -> Optional[_KeySource]
+    """Where the private key is: signing_key.key, else the key block of signing_key.pem; None: no key."""
+    for kind in ("private_key", "combined"):
+        if os.path.lexists(paths[kind]):
+            pem = keys.private_key_pem(read_bytes(paths[kind]))
+            if pem is not None or kind == "private_key":
+                return _KeySource(paths[kind], pem if pem is not None else read_bytes(paths[kind]))
+    return None
+
+
+def _conflict(path, cause):
+    # type: (str, str) -> Existing
+    return Existing(None, "%s: %s; the key is kept. Move the wrong file away (skm_genkey then rebuilds it from the "
+                          "key), or use regenerate=always to make a new key (the old set is kept)" % (path, cause),
+                    conflict=True)
+
+
+def _existing_certificate(paths, private_key):
+    # type: (Dict[str, str], object) -> Tuple[Optional[object], Optional[Existing]]
+    """The certificate of the key: signing_key.crt, else .der, else the one in .pem. (None, None): none left."""
+    for kind in ("certificate", "certificate_der", "combined"):
+        path = paths[kind]
+        if not os.path.lexists(path):
+            continue
+        data = read_bytes(path)
+        if kind == "combined" and b"CERTIFICATE-----" not in data:
+            continue
+        try:
+            cert = keys.load_certificate(data, path)
+            keys.check_pair(private_key, cert, path)
+        except ModSignError as exc:
+            return None, _conflict(path, "%s (%s)" % (exc.cause, "the private key is " + paths["private_key"]
+                                                       if kind != "combined" else "it holds another certificate"))
+        return cert, None
+    return None, None
+
+
+def _combined_conflict(paths, key_pem, passphrase, private_key):
+    # type: (Dict[str, str], bytes, Optional[str], object) -> Optional[Existing]
+    """signing_key.pem holding a private key other than ours is a second key: never overwritten."""
+    if not os.path.lexists(paths["combined"]):
+        return None
+    other = keys.private_key_pem(read_bytes(paths["combined"]))
+    if other is None or other == key_pem:
         return None
     try:
-        private_key = keys.load_private_key(read_bytes(paths["private_key"]), passphrase, paths["private_key"])
+        keys.check_pair(keys.load_private_key(other, passphrase, paths["combined"]),
+                        _SelfCertificate(private_key), paths["combined"])
+    except ModSignError as exc:
+        return _conflict(paths["combined"], "holds a private key other than %s (%s)" % (paths["private_key"],
+                                                                                        exc.cause))
+    return None
+
+
+class _SelfCertificate(object):
+    """Stands in for a certificate in keys.check_pair: "the certificate of this private key"."""
+
+    def __init__(self, private_key):
+        self._public = private_key.public_key()
+
+    def public_key(self):
+        return self._public
+
+
+def _signature_hash_name(cert, default):
+    # type: (object, str) -> str
+    try:
+        name = cert.signature_hash_algorithm.name
+    except Exception:  # pylint: disable=broad-except - unknown or absent algorithm: keep the asked one
+        return default
+    name = {"sha3-256": "sha3-256", "sha3-384": "sha3-384", "sha3-512": "sha3-512"}.get(name, name)
+    return name if name in ("sha256", "sha384", "sha512", "sha3-256", "sha3-384", "sha3-512") else default
+
+
+def _profile_of(cert):
+    # type: (object) -> str
+    try:
+        return "ca" if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca else "signing"
+    except x509.ExtensionNotFound:
+        return "signing"
+
+
+def _read_metadata(path):
+    # type: (str) -> Optional[Dict[str, object]]
+    """skm-key.json if it is whole: an object with a well-formed creation time; None otherwise."""
+    try:
+        meta = json.loads(read_bytes(path).decode("utf-8"))
+        created = str(meta["created"])
+        datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ")
+    except (ModSignError, ValueError, KeyError, TypeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _metadata_bytes(facts, made_by="skm.modsign.skm_genkey"):
+    # type: (KeyFacts, str) -> bytes
+    meta = {"created": facts.created, "key_type": facts.key_type, "key_size": facts.key_size,
+            "hash": facts.hash_name, "profile": facts.profile, "fingerprint": facts.fingerprint, "made_by": made_by}
+    return (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def inspect(directory, passphrase=None, now=None, spec=None):
+    # type: (str, Optional[str], Optional[datetime.datetime], Optional[KeySpec]) -> Optional[Existing]
+    """What is in ``directory`` now; None when there is no key there.
+
+    A readable key is never reported as something to replace because files around it are missing:
+    the certificate's other forms, the combined PEM and skm-key.json are rebuilt from the key and its
+    certificate (``repairs``), and a key whose certificate is gone gets a new certificate (made from
+    ``spec``). A certificate or combined PEM that belongs to another key is a conflict: never guessed.
+    """
+    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    paths = dict((k, os.path.join(directory, v)) for k, v in FILES.items())
+    try:
+        source = _key_source(paths)
+        if source is None:
+            return None
+        private_key = keys.load_private_key(source.pem, passphrase, source.path)
     except ModSignError as exc:
         return Existing(None, str(exc), unreadable=True)
-    missing = [paths[k] for k in FILES if not os.path.exists(paths[k])]
-    if missing:
-        return Existing(None, "missing %s" % ", ".join(missing))
     try:
-        cert = keys.load_certificate(read_bytes(paths["certificate"]), paths["certificate"])
-        keys.check_pair(private_key, cert, paths["certificate"])
-        if keys.certificate_der(cert) != read_bytes(paths["certificate_der"]):
-            return Existing(None, "%s is not the DER form of %s" % (paths["certificate_der"], paths["certificate"]))
-        combined = read_bytes(paths["combined"])
-        keys.check_pair(keys.load_private_key(combined, passphrase, paths["combined"]),
-                        keys.load_certificate(combined, paths["combined"]), paths["combined"])
-        meta = json.loads(read_bytes(paths["metadata"]).decode("utf-8"))
-        created = str(meta["created"])
-        facts = facts_of(cert, created, str(meta.get("hash", "")), str(meta.get("profile", "")))
-    except (ModSignError, ValueError, KeyError) as exc:
-        return Existing(None, str(exc))
-    moment = now or datetime.datetime.now(datetime.timezone.utc)
-    if keys.not_after(cert) <= moment:
-        return Existing(facts, "the certificate expired on %s" % facts.not_after)
-    return Existing(facts, None)
+        cert, conflict = _existing_certificate(paths, private_key)
+        conflict = conflict or _combined_conflict(paths, source.pem, passphrase, private_key)
+    except ModSignError as exc:
+        return Existing(None, str(exc), unreadable=True)
+    if conflict is not None:
+        return conflict
+    repairs = {}  # type: Dict[str, bytes]
+    if source.path != paths["private_key"]:
+        repairs["private_key"] = source.pem
+    meta = _read_metadata(paths["metadata"])
+    if cert is None:
+        cert = build_certificate(private_key, spec or KeySpec(), moment)
+        meta = None
+    return _with_repairs(paths, source.pem, passphrase, cert, meta, spec, repairs, moment)
+
+
+def _with_repairs(paths, key_pem, passphrase, cert, meta, spec, repairs, now):
+    # type: (Dict[str, str], bytes, Optional[str], object, Optional[Dict[str, object]], Optional[KeySpec], Dict[str, bytes], datetime.datetime) -> Existing
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_der = keys.certificate_der(cert)
+    current = dict((kind, read_bytes(paths[kind]) if os.path.lexists(paths[kind]) else None)
+                   for kind in ("certificate", "certificate_der", "combined"))
+    if not _holds_certificate(current["certificate"], cert_der):
+        repairs["certificate"] = cert_pem
+    if current["certificate_der"] != cert_der:
+        repairs["certificate_der"] = cert_der
+    if not _holds_certificate(current["combined"], cert_der) or keys.private_key_pem(current["combined"]) != key_pem:
+        repairs["combined"] = key_pem + cert_pem
+    if meta is None:
+        facts = facts_of(cert, _iso(keys.not_before(cert)), _signature_hash_name(cert, (spec or KeySpec()).hash_name),
+                         _profile_of(cert))
+        repairs["metadata"] = _metadata_bytes(facts, "skm.modsign.skm_genkey (rebuilt from the key and certificate)")
+    else:
+        facts = facts_of(cert, str(meta["created"]), str(meta.get("hash", "")), str(meta.get("profile", "")))
+    try:
+        keys.check_certificate_dates(cert, paths["certificate"], now)
+    except ModSignError as exc:
+        return Existing(facts, exc.cause, repairs=repairs)
+    return Existing(facts, None, repairs=repairs)
+
+
+def _holds_certificate(data, cert_der):
+    # type: (Optional[bytes], bytes) -> bool
+    if data is None or b"CERTIFICATE-----" not in data:
+        return False
+    try:
+        return keys.certificate_der(keys.load_certificate(data)) == cert_der
+    except ModSignError:
+        return False
+
+
+def repair_reason(existing):
+    # type: (Existing) -> str
+    names = ", ".join(FILES[kind] for kind in ORDER if kind in existing.repairs)
+    return "kept the key; rebuilt from the key and its certificate: %s" % names
 
 
 def mismatch(facts, spec):
@@ -233,6 +387,8 @@ def decide(existing, spec, regenerate, refresh, now):
         return "no key yet"
     if regenerate == "always":
         return "regenerate=always"
+    if existing.conflict:
+        raise ModSignError(existing.problem)
     if existing.problem is not None:
         if regenerate == "full_idempotence" or (not existing.unreadable and regenerate == "partial_idempotence"):
             return existing.problem
@@ -269,31 +425,39 @@ def make_generation(spec, passphrase, now):
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     created = _iso(now)
     facts = facts_of(cert, created, spec.hash_name, spec.profile)
-    meta = {"created": created, "key_type": spec.key_type, "key_size": spec.key_size, "hash": spec.hash_name,
-            "profile": spec.profile, "fingerprint": facts.fingerprint, "made_by": "skm.modsign.skm_genkey"}
     return Generation(facts, {
         "private_key": key_pem,
         "certificate": cert_pem,
         "certificate_der": keys.certificate_der(cert),
         "combined": key_pem + cert_pem,
-        "metadata": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+        "metadata": _metadata_bytes(facts),
     })
+
+
+def set_files(files, secret_mode=0o600, public_mode=0o644, kinds=ORDER):
+    # type: (Dict[str, bytes], int, int, Sequence[str]) -> List[key_set.KeyFile]
+    """The files of a set in writing order (the metadata, the marker of a complete set, last)."""
+    return [key_set.KeyFile(FILES[kind], files[kind], secret_mode if kind in SECRET_FILES else public_mode)
+            for kind in kinds if kind in files]
 
 
 def write_generation(directory, generation, secret_mode=0o600, public_mode=0o644):
     # type: (str, Generation, int, int) -> Dict[str, str]
-    """Write every file of ``generation`` into ``directory`` atomically; return their paths."""
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-    except OSError as exc:
-        raise ModSignError("cannot create the directory (%s)" % (exc.strerror or exc), directory)
-    paths = {}
-    # Public files first, secrets last, the metadata (the marker of a complete generation) at the very end.
-    for kind in ("certificate", "certificate_der", "private_key", "combined", "metadata"):
-        path = os.path.join(directory, FILES[kind])
-        atomic_write(path, generation.files[kind], mode=secret_mode if kind in SECRET_FILES else public_mode)
-        paths[kind] = path
-    return paths
+    """Write every file of ``generation`` into ``directory`` as one set; return their paths."""
+    key_set.ensure_directory(directory)
+    key_set.write_in_place(directory, set_files(generation.files, secret_mode, public_mode))
+    return dict((kind, os.path.join(directory, FILES[kind])) for kind in ORDER)
+
+
+def free_name(base, now):
+    # type: (str, datetime.datetime) -> str
+    """A generation name not yet taken under ``base`` (two rotations within one second get -1, -2...)."""
+    name = generation_name(now)
+    suffix = 1
+    while os.path.lexists(os.path.join(base, name)):
+        name = "%s-%d" % (generation_name(now), suffix)
+        suffix += 1
+    return name
 
 
 def generation_name(now):

@@ -16,9 +16,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import re
 import traceback
 from typing import List, Optional, Tuple
 
+from ansible_collections.skm.modsign.plugins.module_utils import _der as der
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import hash_algorithm, readable_hash
 
@@ -54,6 +56,8 @@ def _fast_load_kwargs():
 _LOAD_KWARGS = _fast_load_kwargs() if HAS_CRYPTOGRAPHY else {}
 RSA_SIZES = (2048, 3072, 4096)
 EC_CURVES = ("secp256r1", "secp384r1")
+_UTC_TIME = 0x17
+_GENERALIZED_TIME = 0x18
 
 
 def require_cryptography():
@@ -215,12 +219,76 @@ def not_after(cert):
     return value
 
 
-def check_not_expired(cert, path=None, now=None):
-    # type: ("x509.Certificate", Optional[str], Optional[datetime.datetime]) -> None
+def not_before(cert):
+    # type: ("x509.Certificate") -> datetime.datetime
+    value = getattr(cert, "not_valid_before_utc", None)
+    if value is None:
+        value = cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
+# The validity rule, one for every module (README "Certificate validity dates").
+# The kernel does not look at a certificate's dates when it loads a module: x509_public_key.c only prints
+# them, and pkcs7_verify.c compares them only with a signing-time signed attribute, which sign-file and we
+# never put in a module signature. So the dates are our policy, applied where we make something new with a
+# certificate: skm_sign signs, skm_mok_enroll stages an enrollment, skm_genkey keeps a key - only while
+# notBefore <= now <= notAfter. Verification (the audit, the gate) and distribution of old generations
+# (skm_certificates) ignore the dates, as the kernel does.
+
+def _format_time(moment):
+    # type: (datetime.datetime) -> str
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def check_valid_now(valid_from, valid_to, path=None, now=None):
+    # type: (datetime.datetime, datetime.datetime, Optional[str], Optional[datetime.datetime]) -> None
+    """Refuse a certificate outside its validity window (see the rule above)."""
     moment = now or datetime.datetime.now(datetime.timezone.utc)
-    if not_after(cert) < moment:
-        raise ModSignError("the certificate expired on %s" % not_after(cert).strftime("%Y-%m-%d %H:%M:%S UTC"),
-                           path)
+    if moment < valid_from:
+        raise ModSignError("the certificate is not valid before %s (this host's clock says %s): we sign, enroll "
+                           "and keep only certificates inside their validity dates"
+                           % (_format_time(valid_from), _format_time(moment)), path)
+    if valid_to < moment:
+        raise ModSignError("the certificate expired on %s" % _format_time(valid_to), path)
+
+
+def check_certificate_dates(cert, path=None, now=None):
+    # type: ("x509.Certificate", Optional[str], Optional[datetime.datetime]) -> None
+    check_valid_now(not_before(cert), not_after(cert), path, now)
+
+
+def _decode_time(item):
+    # type: (der.TLV) -> datetime.datetime
+    text = item.value.decode("ascii")
+    if item.tag == _UTC_TIME:           # YYMMDDHHMMSSZ; RFC 5280: 50-99 are 19xx
+        year = int(text[:2])
+        text = ("19" if year >= 50 else "20") + text
+    elif item.tag != _GENERALIZED_TIME:
+        raise ValueError("validity: expected UTCTime or GeneralizedTime, found tag 0x%02x" % item.tag)
+    if not re.match(r"^\d{14}Z$", text):
+        raise ValueError("validity: time %r is not YYYYMMDDHHMMSSZ" % text)
+    return datetime.datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def validity_window(cert_der, path=None):
+    # type: (bytes, Optional[str]) -> Tuple[datetime.datetime, datetime.datetime]
+    """(notBefore, notAfter) of a DER certificate, read without the cryptography library."""
+    try:
+        cert = der.read_one(cert_der, der.SEQUENCE)
+        fields = der.children(der.expect(der.children(cert.value)[0], der.SEQUENCE, "tbsCertificate").value)
+        if fields and fields[0].tag == der.context(0):
+            fields = fields[1:]
+        times = der.children(der.expect(fields[3], der.SEQUENCE, "validity").value)
+        return _decode_time(times[0]), _decode_time(times[1])
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise ModSignError("not a valid X.509 certificate (%s)" % exc, path)
+
+
+def private_key_pem(data):
+    # type: (bytes) -> Optional[bytes]
+    """The first PEM private key block in ``data`` (a key file or the combined key+cert), or None."""
+    blocks = _pem_blocks(data, b"PRIVATE KEY")
+    return blocks[0] if blocks else None
 
 
 def sign_digest(key, digest, hash_name):

@@ -28,6 +28,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import hashlib
 import os
 import re
@@ -35,7 +36,9 @@ import tempfile
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import certificate_id, name_to_text
+from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (check_signing_certificate, certificate_id,
+                                                                        name_to_text)
 
 SHIM_GUID = "605dab50-e046-4300-abb6-3dd810dd8b23"
 EFIVARS_DIR = "/sys/firmware/efi/efivars"
@@ -62,6 +65,15 @@ _UNSUPPORTED = (
 )
 _FINGERPRINT = re.compile(r"^SHA1 Fingerprint:\s*([0-9a-fA-F:]+)\s*$", re.M)
 _CRYPT_LINE = re.compile(r"^\$[0-9a-z]+\$[./0-9A-Za-z]*\$[./0-9A-Za-z]+$")
+
+
+class MokRequestError(ModSignError):
+    """A request failed after earlier ones were made: ``done`` lists what mokutil did before."""
+
+    def __init__(self, cause, path, done):
+        # type: (str, Optional[str], List[str]) -> None
+        super(MokRequestError, self).__init__(cause, path)
+        self.done = done
 
 
 class MokUnsupported(ModSignError):
@@ -113,6 +125,16 @@ def read_certificate(path):
                            "or convert: openssl x509 -in %s -outform DER -out cert.der)" % path, path)
     certificate_id(data, path)  # raises "not a valid X.509 certificate (...)"
     return data
+
+
+def check_enrollable(der, path, now=None):
+    # type: (bytes, str, Optional[datetime.datetime]) -> None
+    """Refuse, before mokutil is run, a certificate our signer and the kernel cannot use: a key type
+    other than RSA or ECDSA (Ed25519, Ed448, RSA-PSS), or one outside its validity dates (the rule
+    in _keys: we enroll only what we would sign with)."""
+    check_signing_certificate(certificate_id(der, path), path)
+    valid_from, valid_to = keys.validity_window(der, path)
+    keys.check_valid_now(valid_from, valid_to, path, now)
 
 
 def sha1_fingerprint(der):
@@ -391,26 +413,64 @@ def predict(status, actions):
     return after
 
 
-def apply(mokutil, path, actions, password=None, ignore_keyring=False, temp_dir=None):
-    # type: (Mokutil, str, List[Action], Optional[str], bool, Optional[str]) -> List[str]
+# What each request leaves in the lists mokutil --list-new / --list-delete print: (list, listed or not).
+_EXPECTED_LISTING = {
+    ("import", "requested"): ("new", True),
+    ("import", "cancelled"): ("delete", False),     # "Removed ... from MokDel"
+    ("delete", "requested"): ("delete", True),
+    ("delete", "cancelled"): ("new", False),        # "Removed ... from MokNew"
+}
+
+
+def confirm_request(mokutil, action, outcome, fingerprint, path, done):
+    # type: (Mokutil, str, str, str, str, List[str]) -> None
+    """Read the request back: mokutil --import can exit 0 and stage nothing (a firmware that accepts the
+    variable write and keeps nothing, a full variable store), so its exit code proves nothing."""
+    expected = _EXPECTED_LISTING.get((action, outcome))
+    if expected is None:
+        return
+    which, listed = expected
+    if (fingerprint in mokutil.fingerprints(which)) != listed:
+        raise MokRequestError("mokutil --%s exited without an error, but the request is not staged: mokutil "
+                              "--list-%s %s SHA1 %s afterwards (the firmware did not keep the variable?)"
+                              % (action, which, "does not list" if listed else "still lists", fingerprint),
+                              path, done)
+
+
+def apply(mokutil, path, actions, password=None, ignore_keyring=False, temp_dir=None, fingerprint=None):
+    # type: (Mokutil, str, List[Action], Optional[str], bool, Optional[str], Optional[str]) -> List[str]
     """Run ``actions``; returns what mokutil did for each. The password hash lives in a 0600
-    temporary file only while mokutil reads it; the password itself goes through stdin only."""
+    temporary file only while mokutil reads it; the password itself goes through stdin only.
+    A failure is a MokRequestError that lists what was done before it."""
+    fingerprint = fingerprint or sha1_fingerprint(read_certificate(path))
     done = []  # type: List[str]
     for action in actions:
-        if action.name in ("import", "delete"):
-            if password is None:
-                raise ModSignError("a MOK password is needed to %s the certificate" % action.name)
-            with hash_file(mokutil.password_hash(password), temp_dir) as name:
-                done.append("%s: %s" % (action.name, mokutil.request(action.name, path, name, ignore_keyring)))
-        elif action.name == "timeout":
-            mokutil.set_timeout(action.value or 0)
-            done.append("timeout: %d" % (action.value or 0))
-        else:
-            if password is None:
-                raise ModSignError("a MOK password is needed to change MOK trust")
-            mokutil.set_trust(action.name == "trust_mok", password)
-            done.append(action.name)
+        try:
+            done.append(_apply_one(mokutil, path, action, password, ignore_keyring, temp_dir, fingerprint))
+        except MokRequestError:
+            raise
+        except ModSignError as exc:
+            raise MokRequestError(exc.cause, exc.path, done)
+        if done[-1].endswith(": requested") or done[-1].endswith(": cancelled"):
+            name, outcome = done[-1].split(": ")
+            confirm_request(mokutil, name, outcome, fingerprint, path, done)
     return done
+
+
+def _apply_one(mokutil, path, action, password, ignore_keyring, temp_dir, fingerprint):
+    # type: (Mokutil, str, Action, Optional[str], bool, Optional[str], str) -> str
+    if action.name in ("import", "delete"):
+        if password is None:
+            raise ModSignError("a MOK password is needed to %s the certificate" % action.name)
+        with hash_file(mokutil.password_hash(password), temp_dir) as name:
+            return "%s: %s" % (action.name, mokutil.request(action.name, path, name, ignore_keyring))
+    if action.name == "timeout":
+        mokutil.set_timeout(action.value or 0)
+        return "timeout: %d" % (action.value or 0)
+    if password is None:
+        raise ModSignError("a MOK password is needed to change MOK trust")
+    mokutil.set_trust(action.name == "trust_mok", password)
+    return action.name
 
 
 class hash_file(object):

@@ -228,10 +228,9 @@ removed_generations:
 """
 
 import datetime
-import grp
 import os
-import pwd
 
+from ansible_collections.skm.modsign.plugins.module_utils import _key_set as key_set
 from ansible_collections.skm.modsign.plugins.module_utils import _keygen as keygen
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail, require_cryptography
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
@@ -256,10 +255,8 @@ def _paths(directory):
     return dict((kind, os.path.join(directory, name)) for kind, name in keygen.FILES.items() if kind != "metadata")
 
 
-def _set_ownership(module, paths, check_mode):
+def _set_ownership(module, paths, uid, gid, check_mode):
     """Apply owner/group and the private-key mode to existing files; True when something changed."""
-    uid = pwd.getpwnam(module.params["owner"]).pw_uid if module.params["owner"] else -1
-    gid = grp.getgrnam(module.params["group"]).gr_gid if module.params["group"] else -1
     secret_mode = int(module.params["private_key_mode"], 8)
     changed = False
     for kind, path in paths.items():
@@ -275,8 +272,66 @@ def _set_ownership(module, paths, check_mode):
     return changed
 
 
-def run(module):
+def _repair(module, existing, directory, uid, gid, result):
+    """Rebuild the files around a kept key (its metadata, certificate forms, combined PEM)."""
+    result.update(changed=True, reason=keygen.repair_reason(existing))
+    if not module.check_mode:
+        secret_mode = int(module.params["private_key_mode"], 8)
+        key_set.write_in_place(directory, keygen.set_files(existing.repairs, secret_mode), uid, gid)
+
+
+def _new_key(module, spec, now, base, dated, uid, gid, result):
+    """Make a new key set: a new generation directory (dated) or the flat set, the old one kept."""
     params = module.params
+    result["changed"] = True
+    if dated:
+        name = keygen.free_name(base, now)
+        directory = os.path.join(base, name)
+    else:
+        directory = base
+    if module.check_mode:
+        return directory, None
+    generation = keygen.make_generation(spec, params["passphrase"], now)
+    files = keygen.set_files(generation.files, int(params["private_key_mode"], 8))
+    made_base = key_set.ensure_directory(base)
+    try:
+        key_set.remove_stale_staging(base)
+        if dated:
+            key_set.write_new_directory(base, name, files, uid, gid)
+            try:
+                keygen.swap_current(base, name)
+            except ModSignError as exc:
+                raise key_set.SetWriteError(exc.cause, link_path(base), [directory], [link_path(base)])
+            result["removed_generations"] = keygen.prune(base, max(1, params["keep"]), name)
+        else:
+            previous = os.path.join(base, key_set.PREVIOUS_DIR)
+            kept = key_set.write_in_place(base, files, uid, gid,
+                                          os.path.join(previous, keygen.free_name(previous, now)))
+            if kept:
+                result["previous_generation"] = kept
+                result["removed_generations"] = keygen.prune(previous, max(1, params["keep"] - 1),
+                                                             os.path.basename(kept))
+    except key_set.SetWriteError:
+        if made_base:
+            _remove_empty(base)
+        raise
+    return directory, generation.facts
+
+
+def link_path(base):
+    return os.path.join(base, "current")
+
+
+def _remove_empty(directory):
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
+
+
+def run(module, result):
+    params = module.params
+    uid, gid = key_set.resolve_owner(params["owner"], params["group"])   # before anything is written
     key_type = params["key_type"]
     spec = keygen.KeySpec(key_type, params["key_size"] or DEFAULT_SIZES[key_type], params["hash"],
                           dict((str(k), str(v)) for k, v in params["subject"].items()), params["validity_days"],
@@ -286,13 +341,13 @@ def run(module):
     now = datetime.datetime.now(datetime.timezone.utc)
     base = params["path"]
     dated = params["layout"] == "dated"
-    link = os.path.join(base, "current")
+    link = link_path(base)
     active = os.path.realpath(link) if dated and os.path.exists(link) else (None if dated else base)
 
-    existing = keygen.inspect(active, params["passphrase"], now) if active else None
+    existing = keygen.inspect(active, params["passphrase"], now, spec) if active else None
     reason = keygen.decide(existing, spec, params["regenerate"], refresh, now)
     before = existing.facts if existing else None
-    result = dict(changed=False, generated=reason is not None, removed_generations=[])
+    result["generated"] = reason is not None
     if dated:
         result["current"] = link
 
@@ -300,25 +355,14 @@ def run(module):
         directory = active
         after = before
         result["reason"] = "kept: readable, unexpired and matching the options"
-        result["changed"] = _set_ownership(module, _paths(directory), module.check_mode)
+        if existing.repairs:
+            _repair(module, existing, directory, uid, gid, result)
+        if not module.check_mode or not existing.repairs:
+            if _set_ownership(module, _paths(directory), uid, gid, module.check_mode):
+                result["changed"] = True
     else:
-        result["changed"] = True
         result["reason"] = reason
-        name = keygen.generation_name(now)
-        suffix = 1
-        while dated and os.path.lexists(os.path.join(base, name)):   # two rotations within one second
-            name = "%s-%d" % (keygen.generation_name(now), suffix)
-            suffix += 1
-        directory = os.path.join(base, name) if dated else base
-        after = None
-        if not module.check_mode:
-            generation = keygen.make_generation(spec, params["passphrase"], now)
-            keygen.write_generation(directory, generation, secret_mode=int(params["private_key_mode"], 8))
-            _set_ownership(module, _paths(directory), False)
-            if dated:
-                keygen.swap_current(base, name)
-                result["removed_generations"] = keygen.prune(base, max(1, params["keep"]), name)
-            after = generation.facts
+        directory, after = _new_key(module, spec, now, base, dated, uid, gid, result)
 
     result.update(_public_result(after))
     result["directory"] = directory
@@ -327,6 +371,8 @@ def run(module):
         result["diff"] = dict(before=_facts_text(before),
                               after=_facts_text(after) if after else ("(a new key)\n" if reason else "(no key)\n"),
                               before_header=directory, after_header=directory)
+        if reason is None and existing.repairs:
+            result["diff"]["after"] += result["reason"] + "\n"
     return result
 
 
@@ -352,13 +398,23 @@ def main():
         ),
     )
     require_cryptography(module)
+    result = dict(changed=False, generated=False, removed_generations=[])
     try:
-        result = run(module)
+        run(module, result)
+    except key_set.SetWriteError as exc:
+        result.update(changed=bool(exc.written), written=exc.written, not_written=exc.not_written)
+        fail(module, exc, **_failure_result(result))
     except ModSignError as exc:
-        fail(module, exc)
-    except (KeyError, OSError) as exc:  # unknown owner/group, filesystem errors outside the atomic writer
-        fail(module, ModSignError(str(exc), module.params["path"]))
+        fail(module, exc, **_failure_result(result))
+    except OSError as exc:  # filesystem errors outside the set writer (chmod/chown of a kept key, the link)
+        fail(module, ModSignError(exc.strerror or str(exc), exc.filename or module.params["path"]),
+             **_failure_result(result))
     module.exit_json(**result)
+
+
+def _failure_result(result):
+    return dict((k, v) for k, v in result.items() if k in ("changed", "written", "not_written", "previous_generation",
+                                                           "removed_generations", "reason"))
 
 
 if __name__ == "__main__":

@@ -196,6 +196,8 @@ def main():
     path = params["certificate"]
     try:
         der = mok.read_certificate(path)
+        if params["state"] == "present":
+            mok.check_enrollable(der, path)
         binary = module.get_bin_path("mokutil")
         if binary is None:
             raise mok.MokUnsupported("mokutil is not installed on this host (Debian/Ubuntu/Fedora package mokutil)")
@@ -208,7 +210,8 @@ def main():
                 mok.check_password(params["password"])
             actions = mok.plan(before, params["state"], params["ignore_keyring"], timeout, params["trust_mok"])
         if actions and not module.check_mode:
-            done = mok.apply(mokutil, path, actions, params["password"], params["ignore_keyring"])
+            done = mok.apply(mokutil, path, actions, params["password"], params["ignore_keyring"],
+                             fingerprint=before.fingerprint)
             after = mok.query(mokutil, path, der)
         else:
             done = [action.name for action in actions]
@@ -217,6 +220,8 @@ def main():
         if params["when_unsupported"] == "skip":
             module.exit_json(changed=False, skipped=True, msg="skipped: %s" % exc, secure_boot="unsupported")
         fail(module, exc, secure_boot="unsupported")
+    except mok.MokRequestError as exc:
+        fail(module, exc, changed=bool(exc.done), actions=exc.done)
     except ModSignError as exc:
         fail(module, exc)
     module.exit_json(
