@@ -23,9 +23,9 @@ description:
     C(CONFIG_MODULE_DECOMPRESS=y) the kernel decompresses modules of its C(CONFIG_MODULE_COMPRESS_*) format itself,
     and its xz decoder refuses the CRC64 check C(xz) writes by default ("decompression failed with status 6");
     otherwise kmod decompresses them in user space. Each compressed module says which (C(decompressed_by)). Without
-    a config (O(path), or a missing config file) a CRC64 C(.ko.xz) is V(bad_container): in-kernel decompression
+    a config (O(path), or a missing config file) a CRC64 C(.ko.xz) is V(bad_container), as in-kernel decompression
     cannot be ruled out.
-  - File names that are not UTF-8 are reported with those bytes escaped (C(\\xff)).
+  - File names that are not UTF-8 are reported with those bytes escaped (C(\xff)).
   - A module is V(trusted) only when its signature verifies with a trusted certificate; an unsigned module, a
     module signed by any other key, and a tampered module never are. The enforce role's safety gate relies on it.
   - Read-only; runs the same in check mode.
