@@ -118,6 +118,38 @@ def session(vm: SecureBootVM, mm, name: str, record: bool, staged_sha1: str, **d
     return result, error, dialogue
 
 
+MODULES_SCRIPT = r"""
+kver=$(uname -r); sf=/usr/lib/linux-kbuild-${kver%.*}/scripts/sign-file
+dkms add -m skm_hello -v 1.0 >/dev/null 2>&1; dkms install -m skm_hello -v 1.0 -k $kver >/tmp/dkms.log 2>&1
+echo "dkms rc=$? signer=$(modinfo -F signer skm_hello 2>&1)"
+modprobe skm_hello && echo "DKMS-SIGNED LOADED: $(grep -c '^skm_hello ' /proc/modules)"
+modprobe -r skm_hello
+rm -rf /tmp/h && cp -r /usr/src/skm_hello-1.0 /tmp/h && make -s -C /lib/modules/$kver/build M=/tmp/h modules >/tmp/make.log 2>&1
+cp /tmp/h/skm_hello.ko /tmp/unsigned.ko
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=foreign -keyout /tmp/f.key -outform DER -out /tmp/f.der 2>/dev/null
+cp /tmp/unsigned.ko /tmp/foreign.ko && $sf sha256 /tmp/f.key /tmp/f.der /tmp/foreign.ko
+dmesg -C
+echo "UNSIGNED: $(insmod /tmp/unsigned.ko 2>&1; echo rc=$?)"
+echo "FOREIGN: $(insmod /tmp/foreign.ko 2>&1; echo rc=$?)"
+echo "KERNEL SAID:"; dmesg | grep -iE 'lockdown|module|key|skm' | tail -n 5
+"""
+
+
+def modules(vm: SecureBootVM, work: pathlib.Path, der: bytes, failures: list) -> None:
+    """DKMS's own signing with our (now enrolled) key; an unsigned and a foreign-signed build are refused."""
+    vm.put("/var/lib/dkms/mok.key", (work / "mok.key").read_bytes(), "0600")
+    vm.put("/var/lib/dkms/mok.pub", der, "0644")
+    out = vm.ssh(MODULES_SCRIPT, check=False, timeout=2400).stdout
+    print(out.strip())
+    check("DKMS-SIGNED LOADED: 1" in out, "our DKMS-built, our-key-signed skm_hello loads", failures)
+    unsigned = re.search(r"UNSIGNED: (.*)", out)
+    foreign = re.search(r"FOREIGN: (.*)", out)
+    check(bool(unsigned) and "rc=0" not in unsigned.group(1), f"unsigned module refused: {unsigned and unsigned.group(1)}",
+          failures)
+    check(bool(foreign) and "rc=0" not in foreign.group(1), f"foreign-key module refused: {foreign and foreign.group(1)}",
+          failures)
+
+
 def check(condition: bool, what: str, failures: list) -> None:
     print(("ok     " if condition else "FAILED ") + what, flush=True)
     if not condition:
@@ -183,6 +215,8 @@ def main() -> int:
         print(f"keyrings after: {json.dumps(rings, indent=1)}")
         ours = [ring for ring, keys in rings.items() if any("secure boot test MOK" in k for k in keys)]
         check(bool(ours), f"our certificate is in the kernel keyring(s) {ours}", failures)
+        if ours:
+            modules(vm, work, der, failures)
         print("\n--- headless enrollment transcript (password masked) ---")
         print(dialogue.transcript.text()[-6000:])
     finally:

@@ -47,7 +47,7 @@ def free_port() -> int:
 
 class SecureBootVM:
     def __init__(self, disk: pathlib.Path, workdir: str | os.PathLike | None = None, memory_mb: int = 1024,
-                 boot_timeout: float = 900.0):
+                 boot_timeout: float = 600.0):
         self.disk = pathlib.Path(disk)
         self._own_dir = workdir is None
         self.dir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="skm-sb-"))
