@@ -235,3 +235,40 @@ def test_plan_empty_bls_directory_is_not_a_bls_host(tmp_path):
     assert c.detect(root) == "grub"
     with pytest.raises(ModSignError, match="without entries"):
         c.plan(root, ARG, bootloader="bls")
+
+
+class _Runner:
+    """Enough of AnsibleModule for the module's pre-rename check: run_command through subprocess."""
+    params = {"dropin_name": c.DROPIN_NAME}
+
+    @staticmethod
+    def run_command(argv, cwd=None, encoding="utf-8"):
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, check=False)
+        decode = (lambda b: b.decode(encoding)) if encoding else (lambda b: b)
+        return proc.returncode, decode(proc.stdout), decode(proc.stderr)
+
+
+@pytest.mark.parametrize("after, error", [
+    ('GRUB_CMDLINE_LINUX="quiet"\n', None),
+    ('GRUB_CMDLINE_LINUX="quiet module.sig_enforce=1"\n', "would source to"),    # not removed
+    ('GRUB_CMDLINE_LINUX="\n', "would not parse as sh"),                         # cut inside quotes
+    ('GRUB_CMDLINE_LINUX="quiet"\nGRUB_CMDLINE_LINUX_DEFAULT="x"\n', "would source to"),
+])
+def test_module_checks_an_edited_grub_file_before_the_rename(after, error):
+    from ansible_collections.skm.modsign.plugins.modules import skm_kernel_cmdline as module
+    change = c.FileChange("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet module.sig_enforce=1"\n', after)
+    if error is None:
+        module._check_grub_shell(_Runner, change, "/r/etc/default/grub", ARG, "absent")
+        return
+    with pytest.raises(ModSignError, match=error) as caught:
+        module._check_grub_shell(_Runner, change, "/r/etc/default/grub", ARG, "absent")
+    assert caught.value.path == "/r/etc/default/grub"
+
+
+def test_module_checks_our_dropin_sources_to_exactly_the_argument():
+    from ansible_collections.skm.modsign.plugins.modules import skm_kernel_cmdline as module
+    good = c.FileChange(f"/etc/default/grub.d/{c.DROPIN_NAME}", None, c.grub_dropin('x="a;b"'))
+    module._check_grub_shell(_Runner, good, "/r/d", 'x="a;b"', "present")
+    bad = good._replace(after='GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX x="a;b""\n')     # the old, unquoted form
+    with pytest.raises(ModSignError, match="would source to"):
+        module._check_grub_shell(_Runner, bad, "/r/d", 'x="a;b"', "present")
