@@ -21,8 +21,9 @@ import binascii
 import hashlib
 import os
 import re
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from ansible_collections.skm.modsign.plugins.module_utils import _der as der
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 
@@ -64,6 +65,107 @@ def certificate_der(pem, where):
         return base64.b64decode("".join(match.group(1).split()), validate=True)
     except (binascii.Error, ValueError):
         raise ModSignError("the PEM certificate is not valid base64", where)
+
+
+_PEM_KEY = re.compile(r"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----\s*(.*?)-----END \1-----", re.S)
+_OID_RSA = "1.2.840.113549.1.1.1"
+_OID_EC = "1.2.840.10045.2.1"
+
+
+def _private_key_block(pem):
+    # type: (str) -> Optional[Tuple[str, str]]
+    """(label, body) of the first PEM private key in ``pem``; None when there is none."""
+    match = _PEM_KEY.search(pem)
+    return (match.group(1), "".join(match.group(2).split())) if match else None
+
+
+def _rsa_public(rsa_private_key):
+    # type: (bytes) -> Tuple[str, bytes]
+    """RSAPrivateKey ::= SEQUENCE { version, modulus, publicExponent, ... } -> ("rsa", modulus||exponent)."""
+    fields = der.children(der.read_one(rsa_private_key, der.SEQUENCE).value)
+    return "rsa", fields[1].raw + fields[2].raw
+
+
+def _ec_public(ec_private_key):
+    # type: (bytes) -> Optional[Tuple[str, bytes]]
+    """ECPrivateKey ::= SEQUENCE { version, privateKey, [0] parameters OPTIONAL, [1] publicKey OPTIONAL }."""
+    for field in der.children(der.read_one(ec_private_key, der.SEQUENCE).value)[2:]:
+        if field.tag == der.context(1):
+            return "ec", der.read_one(field.value, der.BIT_STRING).value
+    return None
+
+
+def private_key_public_part(pem):
+    # type: (str) -> Optional[Tuple[str, bytes]]
+    """The public half of an unencrypted PEM private key, read without the cryptography library.
+
+    None when it cannot be told without decrypting or computing (an encrypted key; an EC key stored
+    without its public point)."""
+    block = _private_key_block(pem)
+    if block is None or block[0] == "ENCRYPTED PRIVATE KEY" or "Proc-Type: 4,ENCRYPTED" in pem:
+        return None
+    label, body = block
+    data = base64.b64decode(body, validate=True)
+    if label == "RSA PRIVATE KEY":
+        return _rsa_public(data)
+    if label == "EC PRIVATE KEY":
+        return _ec_public(data)
+    fields = der.children(der.read_one(data, der.SEQUENCE).value)       # PKCS#8 PrivateKeyInfo
+    algorithm = der.decode_oid(der.children(fields[1].value)[0].value)
+    inner = der.read_one(fields[2].raw, der.OCTET_STRING).value
+    if algorithm == _OID_RSA:
+        return _rsa_public(inner)
+    if algorithm == _OID_EC:
+        return _ec_public(inner)
+    return None
+
+
+def certificate_public_part(cert_der):
+    # type: (bytes) -> Optional[Tuple[str, bytes]]
+    """The certificate's public key in the form private_key_public_part gives."""
+    tbs = der.children(der.children(der.read_one(cert_der, der.SEQUENCE).value)[0].value)
+    if tbs and tbs[0].tag == der.context(0):
+        tbs = tbs[1:]
+    algorithm, key = der.children(tbs[5].value)
+    oid = der.decode_oid(der.children(algorithm.value)[0].value)
+    bits = der.read_one(key.raw, der.BIT_STRING).value
+    if oid == _OID_RSA:
+        fields = der.children(der.read_one(bits[1:], der.SEQUENCE).value)     # skip the unused-bits byte
+        return "rsa", fields[0].raw + fields[1].raw
+    if oid == _OID_EC:
+        return "ec", bits
+    return None
+
+
+def check_key_matches(pem, certificate_pem, what, where):
+    # type: (str, str, str, str) -> None
+    """Refuse ``what`` (a private key, PEM) when it belongs to another certificate. The error never
+    carries key material. A key we cannot read without its passphrase is left to the caller."""
+    try:
+        mine = private_key_public_part(pem)
+        theirs = certificate_public_part(certificate_der(certificate_pem, where))
+    except (ValueError, IndexError, binascii.Error):
+        raise ModSignError("%s is not a readable PEM private key" % what, where)
+    if _private_key_block(pem) is None:
+        raise ModSignError("%s holds no PEM private key" % what, where)
+    if mine is not None and theirs is not None and mine != theirs:
+        raise ModSignError("%s does not match the certificate (it is the key of another certificate)" % what, where)
+
+
+def check_generation(gen, where):
+    # type: (Generation, str) -> None
+    """A generation's private key and combined PEM must belong to its certificate."""
+    label = "generation %s: " % gen.name
+    for what, text in (("private_key", gen.private_key), ("combined", gen.combined)):
+        if text:
+            check_key_matches(text, gen.certificate, label + what, where)
+    if gen.combined:
+        if certificate_der(gen.combined, where) != certificate_der(gen.certificate, where):
+            raise ModSignError(label + "combined does not match the certificate (it holds another certificate)",
+                               where)
+        if gen.private_key and _private_key_block(gen.combined) != _private_key_block(gen.private_key):
+            raise ModSignError(label + "combined does not match the certificate: its private key is not "
+                               "private_key", where)
 
 
 def wanted_files(directory, generations):

@@ -143,8 +143,9 @@ def main():
             if not keep_keys and (gen["private_key"] or gen["combined"]):
                 raise ModSignError("a private key was given for generation %s but private_keys=absent"
                                    % gen["name"], p["path"])
-            generations.append(key_files.Generation(gen["name"], gen["certificate"], gen["private_key"],
-                                                    gen["combined"]))
+            generation = key_files.Generation(gen["name"], gen["certificate"], gen["private_key"], gen["combined"])
+            key_files.check_generation(generation, p["path"])
+            generations.append(generation)
         current = p["current"] or generations[-1].name
         if current not in [g.name for g in generations]:
             raise ModSignError("current %s is not one of the generations given" % current, p["path"])
