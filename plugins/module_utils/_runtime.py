@@ -366,7 +366,7 @@ def read_keyrings(prefixes, run):
     text, reason = _read_text(os.path.join(prefixes.proc, "keys"), "/proc/keys")
     proc_keys, unparsed = parse_proc_keys(text) if text is not None else ([], [])
     by_serial = dict((k.serial, k) for k in proc_keys)
-    users_text, _ = _read_text(os.path.join(prefixes.proc, "key-users"), "/proc/key-users")
+    users_text, _why = _read_text(os.path.join(prefixes.proc, "key-users"), "/proc/key-users")
     users, users_unparsed = parse_key_users(users_text) if users_text is not None else ([], [])
     keyrings = {}  # type: Dict[str, Dict[str, Any]]
     source = "keyctl"
@@ -623,7 +623,7 @@ def read_modules(prefixes, run, certs):
     modules, unparsed = parse_proc_modules(text)
     info, info_reason = _modinfo(run, [m["name"] for m in modules])
     for module in modules:
-        sys_taint, _ = _read_text(os.path.join(prefixes.sys, "module", module["name"], "taint"), "module taint")
+        sys_taint, _why = _read_text(os.path.join(prefixes.sys, "module", module["name"], "taint"), "module taint")
         if sys_taint is not None:
             module["taint"] = sys_taint.strip()
         module["kernel_verified"] = TAINT_UNSIGNED not in module["taint"]

@@ -241,7 +241,8 @@ function show(i){
   ].forEach(function(p){var tr=el('tr');tr.appendChild(el('td',p[0]));tr.appendChild(el('td',p[1]));t.appendChild(tr);});
   d.appendChild(t);
   list('Our certificates in the running kernel',(rt.certificates||[]).map(function(c){
-    return c.description+': '+(c.trusted_for_modules===true?'trusted for modules':c.trusted_for_modules===false?'NOT trusted':'unknown')+' ('+c.reason+')';}),d);
+    var t=c.trusted_for_modules===true?'trusted for modules':c.trusted_for_modules===false?'NOT trusted':'unknown';
+    return c.description+': '+t+' ('+c.reason+')';}),d);
   var rings=rt.keyrings||{};
   list('Keyrings',Object.keys(rings).map(function(n){var r=rings[n];
     return n+': '+(r.state==='known'?r.keys.length+' key(s)'+(r.keys.length?' \u2014 '+r.keys.join('; '):''):fact(r));}),d);

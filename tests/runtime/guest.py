@@ -17,6 +17,7 @@ import shlex
 import subprocess
 
 from tests.lib.debian_kernel import SIGN_FILE
+from tests.runtime.capture_host import kernel_log_excerpt
 
 KEYRINGS = (".builtin_trusted_keys", ".secondary_trusted_keys", ".machine", ".platform", ".blacklist")
 TOOLS = {"/usr/bin/keyctl": [], "/usr/bin/kmod": ["/usr/sbin/modinfo", "/usr/sbin/depmod"]}
@@ -106,7 +107,8 @@ def capture(vm, destination: pathlib.Path) -> None:
 
     def record(argv):
         proc = vm.run(argv)
-        commands[" ".join(argv)] = [proc.returncode, proc.stdout.decode(), proc.stderr.decode()]
+        name = os.path.basename(argv[0])   # as skm_kernel_facts asks for it (kmod's modinfo by path: see above)
+        commands[" ".join([name] + argv[1:])] = [proc.returncode, proc.stdout.decode(), proc.stderr.decode()]
         return proc.stdout.decode() if proc.returncode == 0 else ""
 
     for ring in KEYRINGS:
@@ -116,4 +118,5 @@ def capture(vm, destination: pathlib.Path) -> None:
     record(["keyctl", "show", "%:.builtin_trusted_keys"])
     record(["/usr/sbin/modinfo"] + [line.split()[0] for line in sh(vm, "cat /proc/modules").splitlines()])
     record(["dmesg"])
+    commands["dmesg"][1] = kernel_log_excerpt(commands["dmesg"][1])
     (destination / "commands.json").write_text(json.dumps(commands, indent=1, sort_keys=True) + "\n")

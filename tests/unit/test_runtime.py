@@ -89,11 +89,11 @@ def test_debian_capture_gives_the_answer_the_guest_gave():
     expected = json.loads((root / "expected.json").read_text())
     cert = root / "ours.crt"
     ev = rt.collect([str(cert)], prefixes, replay(commands))
-    got = json.loads(json.dumps(ev))
+    got = json.loads(json.dumps(ev).replace(str(cert), "/root/ours.crt"))   # where it was in the guest
     for key in ("module_trusting_keyrings", "taint", "modules", "rejections", "efi", "lockdown", "sig_enforce",
                 "verdict"):
         assert got[key] == expected[key], key
-    assert [c["description"] for c in got["certificates"]] == [c["description"] for c in expected["certificates"]]
+    assert got["certificates"] == expected["certificates"]
 
 
 @needs_debian
