@@ -169,7 +169,7 @@ class SigningKey:
         self.hash_name = hash_algorithm(hash_name).name
         keys.check_hash_for_key(private_key, self.hash_name, path)
         if not allow_expired:
-            keys.check_not_expired(cert, path)
+            keys.check_certificate_dates(cert, path)
         self._private_key = private_key
         self.use_skid = use_skid
         self.trusted = TrustedCertificate(certificate_id(keys.certificate_der(cert), path), cert.public_key())
