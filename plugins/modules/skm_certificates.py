@@ -22,6 +22,12 @@ description:
   - One task and one connection for what would otherwise be a directory, two copies, a link and a removal per
     generation; unchanged files are compared, not rewritten (a second run reports no change).
   - Needs no C(cryptography) on the host (the DER is the PEM's base64 body).
+  - With O(private_keys=present), a private key or combined PEM that belongs to another certificate is refused
+    before anything is written; the error names the generation and the option, never key material. The public
+    halves are compared (RSA modulus and exponent, the EC point); an encrypted private key cannot be read without
+    its passphrase, so then only its agreement with the combined PEM is checked.
+  - Certificate dates are not checked - old generations stay on the host for the modules they signed, and the
+    kernel ignores the dates (README, "Certificate validity dates").
 version_added: 0.2.0
 author:
   - skm.modsign contributors (@skm-modsign)

@@ -24,6 +24,25 @@ description:
     O(refresh), measured from the creation time recorded in C(skm-key.json), never from file times.
   - With O(layout=dated) (the ArchWiki layout) each generation gets a date-time directory and a C(current)
     symlink is switched atomically to the newest; O(keep) old generations are kept.
+  - A readable private key is never replaced because files around it are missing or damaged. A missing, empty or
+    corrupt C(skm-key.json) is rebuilt from the key and its certificate (the creation time becomes the
+    certificate's notBefore, so the rotation clock never restarts); a missing C(signing_key.der), C(signing_key.crt)
+    or C(signing_key.pem) is rebuilt from the others; a key whose certificate is gone (no C(.crt), C(.der) or
+    certificate in C(.pem)) gets a new certificate for the same key, made from O(subject), O(validity_days),
+    O(hash) and O(profile). A certificate or combined PEM that belongs to another key is never guessed at - the
+    task fails naming the file; move the wrong file away, or use O(regenerate=always).
+  - A new key is only made by policy (O(regenerate), O(refresh), an expired or not yet valid certificate), and
+    the previous set is kept - in its generation directory (O(layout=dated)), or hard-linked into
+    C(<path>/previous/YYYYmmdd-HHMMSS/) (O(layout=flat)).
+  - A key set is written whole or not at all. Every file is first written into a private staging directory
+    beside it; a full disk, a quota or an I/O error fails there and nothing the user had is touched
+    (C(changed=false)). A new dated generation is renamed into place in one step and C(current) flips only
+    after it. A flat set is then renamed file by file over the old one (renames need no room), the old set
+    already kept in C(previous/). A failure returns RV(written) and RV(not_written). O(owner) and O(group) are
+    checked before anything is written.
+  - Certificate dates follow the collection's one rule (README, "Certificate validity dates") - a key is kept only
+    while its certificate is inside its validity dates (notBefore <= now <= notAfter on this host's clock);
+    outside them it counts as unusable (rotated under V(partial_idempotence), refused under V(never)).
   - The private key never appears in the result, the diff or the logs.
 author:
   - skm.modsign contributors (@skm-modsign)
@@ -110,7 +129,10 @@ options:
     choices: [never, fail, partial_idempotence, full_idempotence, always]
     default: partial_idempotence
   keep:
-    description: With O(layout=dated), how many generations to keep, the current one included.
+    description:
+      - With O(layout=dated), how many generations to keep, the current one included.
+      - With O(layout=flat), how many sets to keep counting the current one; at least the previous set is always
+        kept in C(previous/).
     type: int
     default: 3
   private_key_mode:
@@ -119,7 +141,8 @@ options:
     choices: ['0600', '0400']
     default: '0600'
   owner:
-    description: Owner of every file written (default - the user Ansible runs as).
+    description: Owner of every file written (default - the user Ansible runs as). An unknown name fails the task
+      before anything is written.
     type: str
   group:
     description: Group of every file written.
@@ -221,10 +244,24 @@ created:
   type: str
   returned: always
 removed_generations:
-  description: Old generation directories removed by O(keep).
+  description: Old generation directories (or O(layout=flat) previous sets) removed by O(keep).
   type: list
   elements: str
   returned: always
+previous_generation:
+  description: With O(layout=flat), where the replaced key set was kept (C(<path>/previous/YYYYmmdd-HHMMSS)).
+  type: str
+  returned: when a flat key set was replaced
+written:
+  description: On failure, the files already replaced or created (empty - nothing the user had was touched).
+  type: list
+  elements: str
+  returned: when writing the key set failed
+not_written:
+  description: On failure, the files of the set that were not written.
+  type: list
+  elements: str
+  returned: when writing the key set failed
 """
 
 import datetime

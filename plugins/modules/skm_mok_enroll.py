@@ -24,6 +24,14 @@ description:
     after. The password never appears on a command line, in the result or in the logs.
   - A certificate already enrolled or already pending is left alone (C(changed=false)); a pending request
     keeps the password it was made with.
+  - Every request is read back - after C(mokutil --import) the certificate's SHA-1 must be listed by
+    C(mokutil --list-new) (C(--list-delete) after C(--delete)); C(mokutil) exits 0 also when the firmware kept
+    nothing, so its exit code proves nothing. A request that is not staged fails the task, with C(changed=true)
+    and RV(actions) listing what mokutil did.
+  - With O(state=present), a certificate that neither our signer nor the kernel can use is refused before
+    C(mokutil) runs - a key other than RSA or ECDSA (Ed25519, Ed448, RSA-PSS), or a certificate outside its
+    validity dates (expired, or not valid yet on this host's clock; the collection's one rule, README
+    "Certificate validity dates"). O(state=query) and O(state=absent) take any certificate.
 version_added: "1.0.0"
 author: skm.modsign contributors (@skm-modsign)
 options:
@@ -156,8 +164,8 @@ fingerprint:
   type: str
   sample: "79:bf:84:2a:42:60:5a:e0:4b:a5:21:2b:67:5f:32:8f:f0:aa:d5:68"
 actions:
-  description: The mokutil requests made (or that would be made in check mode).
-  returned: success
+  description: The mokutil requests made (or that would be made in check mode); on failure, those made before it.
+  returned: always
   type: list
   elements: str
   sample: ["import: requested", "timeout: 30"]
