@@ -25,7 +25,7 @@ description:
   - Refuses, naming the file, what the kernel's Kconfig forbids or would silently undo - an ECDSA key type with a
     256-bit hash (also when the hash is the one the file already has), a SHA-3 hash in the config of a kernel
     older than 6.7 (read from the config's header), O(decompress) without a compression or, before 6.2, with
-    zstd. Every file is checked before any is written: a refused config changes none.
+    zstd. Every file is checked before any is written; a refused config changes none.
   - Only regular files are read. A match that cannot be read or written (a FIFO, a link to a device, an immutable
     file) is an error naming it; the other configs are still handled, and the failure lists which were written
     (RV(written)) and which were not (RV(not_written)). A task that wrote any config reports C(changed=true),
@@ -33,7 +33,7 @@ description:
   - A symbolic link (a C(.config) kept elsewhere) stays a link; its final target is written, resolved as this
     host sees it (the module has no root_dir; an absolute link target is the file the kernel build would read).
     The diff and O(backup) are of that target; the backup is kept next to the target.
-  - A file with CRLF line endings keeps them: both line forms are recognised with a trailing CR (as the kernel's
+  - A file with CRLF line endings keeps them. Both line forms are recognised with a trailing CR (as the kernel's
     Kconfig reads them), a rewritten line keeps its own ending and an added line takes the one most lines have.
   - Turning off an option whose Kconfig default is off (O(sig), O(sig_force), O(decompress),
     O(allow_missing_namespace_imports)) rewrites its line where the file has one and adds none where it has not.
