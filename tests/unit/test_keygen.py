@@ -114,3 +114,43 @@ def test_prune_keeps_the_newest_and_the_protected(tmp_path):
     assert [os.path.basename(p) for p in removed] == names[:3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["20260301-000000-1", "20260401-000000", "current", "notes"]
     assert os.readlink(tmp_path / "current") == "20260401-000000"
+
+
+def test_validity_window_read_without_cryptography_matches_openssl(tmp_path):
+    from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
+    spec = keygen.KeySpec("ecdsa", 256, "sha256", validity_days=40000)     # notAfter past 2049: GeneralizedTime
+    generation = keygen.make_generation(spec, None, NOW)
+    valid_from, valid_to = keys.validity_window(generation.files["certificate_der"])
+    (tmp_path / "c.der").write_bytes(generation.files["certificate_der"])
+    dates = subprocess.run(["openssl", "x509", "-inform", "DER", "-in", str(tmp_path / "c.der"), "-noout", "-dates",
+                            "-dateopt", "iso_8601"], capture_output=True, text=True, check=True).stdout
+    assert f"notBefore={valid_from:%Y-%m-%d %H:%M:%S}Z" in dates and f"notAfter={valid_to:%Y-%m-%d %H:%M:%S}Z" in dates
+    keys.check_valid_now(valid_from, valid_to, "c.der", NOW)
+    with pytest.raises(ModSignError, match="not valid before"):
+        keys.check_valid_now(valid_from, valid_to, "c.der", valid_from - datetime.timedelta(seconds=1))
+    with pytest.raises(ModSignError, match="expired on"):
+        keys.check_valid_now(valid_from, valid_to, "c.der", valid_to + datetime.timedelta(seconds=1))
+
+
+def test_metadata_rebuilt_from_key_and_certificate(tmp_path):
+    """Issue 16 2.3: the key is kept, skm-key.json comes back with the certificate's facts."""
+    spec = keygen.KeySpec("ecdsa", 256, "sha256")
+    generation = keygen.make_generation(spec, None, NOW)
+    keygen.write_generation(str(tmp_path), generation)
+    (tmp_path / "skm-key.json").write_text("{")
+    existing = keygen.inspect(str(tmp_path), None, NOW + datetime.timedelta(days=1), spec)
+    assert existing.problem is None and list(existing.repairs) == ["metadata"]
+    assert existing.facts.fingerprint == generation.facts.fingerprint
+    meta = json.loads(existing.repairs["metadata"])
+    assert meta["hash"] == "sha256" and meta["profile"] == "signing" and meta["created"] == "2026-11-23T11:55:00Z"
+    assert keygen.decide(existing, spec, "partial_idempotence", None, NOW) is None
+
+
+def test_failed_staging_touches_nothing(tmp_path):
+    from ansible_collections.skm.modsign.plugins.module_utils import _key_set as key_set
+    (tmp_path / "a").write_bytes(b"old")
+    files = [key_set.KeyFile("a", b"new", 0o644), key_set.KeyFile("bad/name", b"x", 0o600)]
+    with pytest.raises(key_set.SetWriteError) as caught:
+        key_set.write_in_place(str(tmp_path), files, previous=str(tmp_path / "previous" / "x"))
+    assert caught.value.written == [] and len(caught.value.not_written) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"] and (tmp_path / "a").read_bytes() == b"old"

@@ -183,3 +183,48 @@ def test_efivar_readers(tmp_path):
     assert mok.read_trust(str(tmp_path), str(tmp_path)) == (False, False)
     (tmp_path / f"MokListTrustedNew-{mok.SHIM_GUID}").write_bytes(b"\x07\x00\x00\x00\x00")
     assert mok.read_trust(str(tmp_path), str(tmp_path)) == (False, True)
+
+
+@pytest.mark.parametrize("listing, fails", [("list-new, empty", True), ("list-new, pending", False)])
+def test_import_is_read_back_from_list_new(capture, tmp_path, listing, fails):
+    """Issue 16 2.9: ``--import`` exits 0 whether or not anything was staged; --list-new decides."""
+    cert = tmp_path / "cert.der"
+    cert.write_bytes(capture["der"])
+    runner = Replay(capture, {"--generate-hash": "generate-hash from stdin", "--import": "import, first",
+                              "--list-new": listing})
+    if fails:
+        with pytest.raises(mok.MokRequestError, match="not staged") as caught:
+            mok.apply(mok.Mokutil(runner), str(cert), [mok.Action("import")], "s3cret-pw", temp_dir=str(tmp_path))
+        assert caught.value.done == ["import: requested"] and str(cert) in str(caught.value)
+    else:
+        assert mok.apply(mok.Mokutil(runner), str(cert), [mok.Action("import")], "s3cret-pw",
+                         temp_dir=str(tmp_path)) == ["import: requested"]
+    assert [argv[1] for argv, _ in runner.calls] == ["--generate-hash", "--import", "--list-new"]
+
+
+def test_check_enrollable_refuses_ed25519_and_dates(tmp_path):
+    import datetime as dt
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.x509.oid import NameOID
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def der(key, start, end):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(start).not_valid_after(end)
+                .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.DER)
+
+    day = dt.timedelta(days=1)
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    mok.check_enrollable(der(p256, now - day, now + day), "ok.der")
+    with pytest.raises(ModSignError, match="Ed25519"):
+        mok.check_enrollable(der(ed25519.Ed25519PrivateKey.generate(), now - day, now + day), "e.der")
+    with pytest.raises(ModSignError, match="expired on"):
+        mok.check_enrollable(der(p256, now - 2 * day, now - day), "x.der")
+    with pytest.raises(ModSignError, match="not valid before"):
+        mok.check_enrollable(der(p256, now + day, now + 2 * day), "y.der")
+    # GeneralizedTime (after 2049) is read as well as UTCTime
+    mok.check_enrollable(der(p256, now - day, dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)), "long.der")
