@@ -176,8 +176,8 @@ tr.host{cursor:pointer} tr.host:hover{background:#f0f6ff} tr.sel{background:#dbe
 tr.attention td[data-k=status]{color:#c62828;font-weight:600}
 tr.ok td[data-k=status]{color:#2e7d32} tr.unknown td[data-k=status]{color:#8d6e00}
 .main{display:flex;gap:1em;align-items:flex-start}
-.main>table{flex:1}
-#detail{flex:0 0 30em;border:1px solid #bbb;border-radius:4px;padding:.4em .8em;background:#fafafa;font-size:13px;
+#hosts{flex:1 1 auto;width:auto} #hosts td[data-k=enforce]{white-space:normal}
+#detail{flex:0 0 32em;min-width:0;overflow-wrap:anywhere;border:1px solid #bbb;border-radius:4px;padding:.4em .8em;background:#fafafa;font-size:13px;
 position:sticky;top:.5em;max-height:95vh;overflow:auto}
 #detail h2{font-size:1.1em;margin:.2em 0} #detail h3{font-size:1em;margin:.6em 0 .1em}
 #detail table{width:auto} #detail td{white-space:normal;vertical-align:top;padding:.1em .4em}

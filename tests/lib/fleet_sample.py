@@ -15,7 +15,9 @@ CAPTURE = pathlib.Path(__file__).resolve().parents[1] / "unit" / "captured_runti
 
 def real_runtime() -> dict:
     if CAPTURE.exists():
-        return json.loads(CAPTURE.read_text())
+        answer = json.loads(CAPTURE.read_text())
+        answer.setdefault("keyrings", _replayed_keyrings(CAPTURE.parent))
+        return answer
     return {"verdict": {"state": "attention", "attention": ["loaded without a trusted signature (taint E): crc16"],
                         "unknown": []},
             "taint": {"state": "known", "value": ["E"], "mask": 8192}}
@@ -60,3 +62,11 @@ def synthetic_fleet(count: int) -> list[dict]:
                         mok="pending" if i % 23 == 0 else "enrolled", active=i % 3 != 0,
                         runtime=real_runtime() if i % 41 == 7 else ok_runtime()))
     return rows
+
+
+def _replayed_keyrings(root: pathlib.Path) -> dict:
+    """The keyrings of that capture, read again by _runtime from the recorded /proc/keys and keyctl output."""
+    from ansible_collections.skm.modsign.plugins.module_utils import _runtime as rt
+    commands = json.loads((root / "commands.json").read_text())
+    prefixes = rt.Prefixes(str(root / "proc"), str(root / "sys"), str(root / "boot"))
+    return rt.read_keyrings(prefixes, lambda argv: tuple(commands.get(" ".join(argv), (127, "", "not recorded"))))

@@ -89,7 +89,7 @@ def test_the_detail_view_shows_the_running_kernels_evidence(page):
 def test_screenshot(page, tmp_path):
     path, _doc = page
     shot = tmp_path / "fleet-report.png"
-    chromium("--window-size=1400,900", "--screenshot=%s" % shot, path.as_uri() + "#host=build-01")
+    chromium("--window-size=1500,1000", "--screenshot=%s" % shot, path.as_uri() + "#host=build-01")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10000
     if os.environ.get("SKM_REPORT_SCREENSHOT"):
         DOCS.mkdir(exist_ok=True)

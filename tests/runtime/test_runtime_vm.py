@@ -155,7 +155,8 @@ def test_capture_for_unit_tests(vm, loaded, key):
     (CAPTURED / "ours.crt").write_bytes(key.cert.read_bytes())   # the certificate only; the key stays in tmp
     (CAPTURED / "expected.json").write_text(json.dumps(
         {k: loaded[k] for k in ("certificates", "module_trusting_keyrings", "taint", "modules", "rejections",
-                                "efi", "lockdown", "sig_enforce", "verdict")}, indent=1, sort_keys=True) + "\n")
+                                "efi", "lockdown", "sig_enforce", "config_module_sig_force", "keyrings",
+                                "verdict")}, indent=1, sort_keys=True) + "\n")
 
 
 def test_the_stock_kernel_refuses_our_certificate_in_its_secondary_keyring(vm, loaded, key):
