@@ -91,6 +91,9 @@ def parse_config(text, path=None):
         content = _without_cr(raw)
         set_match = _SET.match(content)
         if set_match:
+            if "\r" in set_match.group(2):
+                raise ModSignError("not a kernel config (line %d holds a carriage return inside a value; CR-only "
+                                   "line endings?)" % number, path)
             lines.append(Line(raw, set_match.group(1), set_match.group(2)))
             seen_option = True
             continue

@@ -87,6 +87,7 @@ def test_impossible_combinations_refused(settings, words):
     ("[Unit]\nDescription=not a config\n", "line 1"),
     ("CONFIG_A=y\nexport PATH=/bin\n", "line 2"),
     ("CONFIG_A=y\n\0\0", "binary"),
+    ("CONFIG_A=y\rCONFIG_B=m\r# CONFIG_C is not set\r", "carriage return inside a value"),
 ])
 def test_not_a_kernel_config(text, words):
     with pytest.raises(ModSignError, match=words):
