@@ -802,3 +802,43 @@ def gate_findings(evidence, predicted_untrusted):
 def _trusted_word(trusted):
     # type: (bool) -> str
     return "trusted for modules" if trusted else "not trusted for modules"
+
+
+def module_runner(module):
+    # type: (Any) -> Runner
+    """run(argv) through an AnsibleModule's run_command; a program that is not installed gives rc 127."""
+    def run(argv):
+        program = module.get_bin_path(argv[0])
+        if program is None:
+            return 127, "", "%s: not installed" % argv[0]
+        return module.run_command([program] + list(argv[1:]), environ_update={"LC_ALL": "C"})
+    return run
+
+
+# The gate's own wording for certificates its prediction from files does not trust (_gate.check); read here
+# until the kernel model of issue 17 hands the list over as data.
+_GATE_UNTRUSTED = "not in a keyring kernel "
+
+
+def gate_evidence(cert_paths, gate_kernel, root_dir, gate_problems, run, prefixes=Prefixes()):
+    # type: (Sequence[str], str, str, Sequence[str], Runner, Prefixes) -> Dict[str, Any]
+    """The running kernel's evidence for the safety gate, when the gate judges the running kernel itself.
+
+    Returns ``applied`` (whether it counts), ``reason``, ``problems`` (they refuse enforcement),
+    ``disagreements`` (prediction against evidence, naming both) and the evidence's ``verdict``.
+    """
+    release = running_release(prefixes)
+    out = {"applied": False, "running_kernel": release, "problems": [], "disagreements": []}  # type: Dict[str, Any]
+    if os.path.realpath(root_dir) != "/":
+        out["reason"] = "root_dir %s is not the running system" % root_dir
+        return out
+    if release != gate_kernel:
+        out["reason"] = "the gate judges kernel %s; the running kernel is %s" % (gate_kernel, release or "unknown")
+        return out
+    evidence = collect(cert_paths, prefixes, run)
+    predicted_untrusted = [path for path in cert_paths
+                           if any(p.startswith(_GATE_UNTRUSTED) and path in p for p in gate_problems)]
+    problems, disagreements = gate_findings(evidence, predicted_untrusted)
+    out.update(applied=True, reason="the gate judges the running kernel: its own evidence counts",
+               problems=problems, disagreements=disagreements, verdict=evidence["verdict"])
+    return out

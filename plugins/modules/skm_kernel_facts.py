@@ -155,22 +155,12 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def command_runner(module):
-    """run(argv) through module.run_command; a program that is not installed gives rc 127, not a failure."""
-    def run(argv):
-        program = module.get_bin_path(argv[0])
-        if program is None:
-            return 127, "", "%s: not installed" % argv[0]
-        return module.run_command([program] + list(argv[1:]), environ_update={"LC_ALL": "C"})
-    return run
-
-
 def main():
     module = build_module(ARGUMENT_SPEC)
     p = module.params
     prefixes = runtime.Prefixes(p["proc_dir"], p["sys_dir"], p["boot_dir"])
     try:
-        evidence = runtime.collect(p["certificates"], prefixes, command_runner(module))
+        evidence = runtime.collect(p["certificates"], prefixes, runtime.module_runner(module))
     except ModSignError as exc:
         fail(module, exc)
     module.exit_json(changed=False, **evidence)

@@ -282,3 +282,35 @@ def test_gate_reports_evidence_that_trusts_what_the_files_do_not():
 
 def test_gate_unknown_evidence_refuses_and_contradicts_nothing():
     assert rt.gate_findings(_evidence(None), []) == ([], [])
+
+
+def _debian_gate(cert_paths, kernel, problems=(), root_dir="/"):
+    root, prefixes, commands = captured("debian-qemu")
+    return rt.gate_evidence(cert_paths, kernel, root_dir, list(problems), replay(commands), prefixes)
+
+
+@needs_debian
+def test_gate_evidence_of_the_debian_guest_refuses_and_disagrees_with_a_trusting_prediction():
+    cert = str(DEBIAN / "ours.crt")
+    got = _debian_gate([cert], "6.1.0-57-amd64")
+    assert got["applied"] is True and got["running_kernel"] == "6.1.0-57-amd64"
+    assert any("taint E" in p and "crc16, crc_itu_t" in p for p in got["problems"])
+    assert any(p.startswith("certificate %s" % cert) for p in got["problems"])
+    assert got["disagreements"] == ["certificate %s: the files predict trusted for modules, the running kernel's "
+                                    "keyrings say not trusted for modules (in no keyring; modules are checked "
+                                    "against .secondary_trusted_keys, .machine, .builtin_trusted_keys)" % cert]
+
+
+@needs_debian
+def test_gate_evidence_agrees_with_a_prediction_that_already_distrusts():
+    cert = str(DEBIAN / "ours.crt")
+    problem = "not in a keyring kernel 6.1.0-57-amd64 trusts for modules (built-in, ...): %s" % cert
+    assert _debian_gate([cert], "6.1.0-57-amd64", [problem])["disagreements"] == []
+
+
+@needs_debian
+def test_gate_evidence_counts_only_for_the_running_kernel_on_the_live_root():
+    other = _debian_gate([], "6.12.0-1-amd64")
+    assert other["applied"] is False and "the running kernel is 6.1.0-57-amd64" in other["reason"]
+    tree = _debian_gate([], "6.1.0-57-amd64", root_dir="/srv/image")
+    assert tree["applied"] is False and "not the running system" in tree["reason"] and tree["problems"] == []
