@@ -39,6 +39,7 @@ from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import certific
 
 try:
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -219,8 +220,9 @@ def _existing_certificate(paths, private_key):
             cert = keys.load_certificate(data, path)
             keys.check_pair(private_key, cert, path)
         except ModSignError as exc:
-            return None, _conflict(path, "%s (%s)" % (exc.cause, "the private key is " + paths["private_key"]
-                                                       if kind != "combined" else "it holds another certificate"))
+            whose = ("it holds another certificate" if kind == "combined"
+                     else "the private key is " + paths["private_key"])
+            return None, _conflict(path, "%s (%s)" % (exc.cause, whose))
         return cert, None
     return None, None
 
@@ -254,11 +256,11 @@ class _SelfCertificate(object):
 
 def _signature_hash_name(cert, default):
     # type: (object, str) -> str
+    """The hash of the certificate's self-signature, as skm-key.json records it (cryptography's names)."""
     try:
         name = cert.signature_hash_algorithm.name
-    except Exception:  # pylint: disable=broad-except - unknown or absent algorithm: keep the asked one
+    except (AttributeError, UnsupportedAlgorithm):
         return default
-    name = {"sha3-256": "sha3-256", "sha3-384": "sha3-384", "sha3-512": "sha3-512"}.get(name, name)
     return name if name in ("sha256", "sha384", "sha512", "sha3-256", "sha3-384", "sha3-512") else default
 
 
@@ -321,11 +323,12 @@ def inspect(directory, passphrase=None, now=None, spec=None):
     if cert is None:
         cert = build_certificate(private_key, spec or KeySpec(), moment)
         meta = None
-    return _with_repairs(paths, source.pem, passphrase, cert, meta, spec, repairs, moment)
+    return _with_repairs(paths, source.pem, cert, meta, spec, repairs, moment)
 
 
-def _with_repairs(paths, key_pem, passphrase, cert, meta, spec, repairs, now):
-    # type: (Dict[str, str], bytes, Optional[str], object, Optional[Dict[str, object]], Optional[KeySpec], Dict[str, bytes], datetime.datetime) -> Existing
+def _with_repairs(paths, key_pem, cert, meta, spec, repairs, now):
+    # type: (Dict[str, str], bytes, object, Optional[Dict[str, object]], Optional[KeySpec], Dict[str, bytes], datetime.datetime) -> Existing
+    """The facts of a kept key, and what must be rewritten around it (certificate forms, combined PEM, metadata)."""
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     cert_der = keys.certificate_der(cert)
     current = dict((kind, read_bytes(paths[kind]) if os.path.lexists(paths[kind]) else None)

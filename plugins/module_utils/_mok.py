@@ -37,8 +37,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
-from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (check_signing_certificate, certificate_id,
-                                                                        name_to_text)
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import check_signing_certificate
+from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import certificate_id, name_to_text
 
 SHIM_GUID = "605dab50-e046-4300-abb6-3dd810dd8b23"
 EFIVARS_DIR = "/sys/firmware/efi/efivars"
