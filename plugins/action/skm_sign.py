@@ -110,12 +110,15 @@ class ActionModule(ActionBase):
         failures = {}
         if wanted and not self._task.check_mode:
             log = self._open_log(args, task_vars)
-            signatures = batch.sign_digests(signing_key, wanted)
-            if log is not None:
-                try:
+            try:
+                signatures = batch.sign_digests(signing_key, wanted)
+                if log is not None:
                     log.record(planned, signing_key)
-                except ModSignError as exc:
-                    raise AnsibleActionFail("%s; no signature was sent to the host" % to_native(exc))
+            except ModSignError as exc:
+                raise AnsibleActionFail("%s; no signature was sent to the host" % to_native(exc))
+            finally:
+                if log is not None:
+                    log.close()
             requests = batch.write_requests(planned, signatures)
             failures = self._host_step(args, task_vars, {"step": "write", "certificate": certificate,
                                                          "entries": requests})["failures"]

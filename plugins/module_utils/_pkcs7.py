@@ -299,18 +299,21 @@ def own_signature(pkcs7, cert, hash_name, use_skid=False):
     return pkcs7[-template[1]:]
 
 
+def _signer_id(sid_item):
+    # type: (der.TLV) -> SignerId
+    if sid_item.tag == der.SEQUENCE:
+        issuer, serial = der.children(sid_item.value)[:2]
+        return SignerId(der.expect(issuer, der.SEQUENCE, "issuer").raw,
+                        der.decode_integer(der.expect(serial, der.INTEGER, "serial").value), None)
+    if sid_item.tag == der.context(0, constructed=False):
+        return SignerId(None, None, sid_item.value)
+    raise ValueError("unknown signer identifier tag 0x%02x" % sid_item.tag)
+
+
 def _parse_signer_info(item):
     # type: (der.TLV) -> SignerInfo
     parts = der.children(der.expect(item, der.SEQUENCE, "SignerInfo").value)
-    sid_item = parts[1]
-    if sid_item.tag == der.SEQUENCE:
-        issuer, serial = der.children(sid_item.value)[:2]
-        signer = SignerId(der.expect(issuer, der.SEQUENCE, "issuer").raw,
-                          der.decode_integer(der.expect(serial, der.INTEGER, "serial").value), None)
-    elif sid_item.tag == der.context(0, constructed=False):
-        signer = SignerId(None, None, sid_item.value)
-    else:
-        raise ValueError("unknown signer identifier tag 0x%02x" % sid_item.tag)
+    signer = _signer_id(parts[1])
     digest_oid = der.decode_oid(der.children(parts[2].value)[0].value)
     rest = parts[3:]
     signed_attributes = bool(rest) and rest[0].tag == der.context(0)
@@ -337,8 +340,24 @@ class UnreadableSignature(ModSignError):
     whose contents we cannot read (an RSA-PSS signer, an unknown digest...).
 
     Its bounds are proven by the DER, so cutting it off leaves exactly the payload: such a signature can be
-    replaced like another key's. Anything less sound raises a plain ModSignError (never cut).
+    replaced like another key's, unless ``signer`` (the first SignerInfo's, when it can be read) names one
+    of our certificates. Anything less sound raises a plain ModSignError (never cut).
     """
+
+    def __init__(self, cause, path=None, signer=None):
+        # type: (str, Optional[str], Optional[SignerId]) -> None
+        super(UnreadableSignature, self).__init__(cause, path)
+        self.signer = signer
+
+
+def _first_signer(signed_data):
+    # type: (der.TLV) -> Optional[SignerId]
+    """The first SignerInfo's signer, read as far as it goes (for a signature we cannot read otherwise)."""
+    try:
+        first = der.children(der.children(signed_data.value)[-1].value)[0]
+        return _signer_id(der.children(first.value)[1])
+    except (ValueError, IndexError):
+        return None
 
 
 def parse_signed_data(pkcs7, path=None):
@@ -359,7 +378,7 @@ def parse_signed_data(pkcs7, path=None):
         signer_set = der.expect(fields[-1], der.SET, "signerInfos")
         signers = [_parse_signer_info(item) for item in der.children(signer_set.value)]
     except (ValueError, IndexError) as exc:
-        raise UnreadableSignature("unreadable PKCS#7 signature (%s)" % exc, path)
+        raise UnreadableSignature("unreadable PKCS#7 signature (%s)" % exc, path, _first_signer(signed_data))
     if not signers:
         raise UnreadableSignature("PKCS#7 signature has no signer", path)
     return signers

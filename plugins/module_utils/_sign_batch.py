@@ -203,6 +203,7 @@ def unb64(text):
 
 CURRENT = "current"   # survey state: validly signed by our certificate with the requested hash (checked on the host)
 OURS = "ours"         # survey state: the signature names our certificate; the controller verifies it
+OURS_UNREADABLE = "ours_unreadable"   # survey state: names our certificate, cannot be read (so cannot verify)
 
 
 def wire_path(path):
@@ -231,7 +232,8 @@ def survey_module(path, cert, hash_name, public_key=None):
     ``hash_name`` (binary values in base64), ``s`` state: ``unsigned``, ``ours`` (the signature names
     ``cert``: ``h`` its hash, ``g`` its raw signature, ``sd`` the digest it
     covers when ``h`` differs), ``unknown_key`` (``n`` the signer as text, ``h`` its hash),
-    ``unparseable`` (a sound envelope we cannot read, ``r`` why), ``bad_signature``/``failed``
+    ``unparseable`` (a sound envelope we cannot read, ``r`` why), ``ours_unreadable`` (the same, naming
+    ``cert``: tampered, ``r`` why), ``bad_signature``/``failed``
     (``r`` the reason); ``m``/``v`` the module's name and vermagic (for the controller's signing log)
     unless the state is ``failed``; with ``public_key`` (the certificate's, when the host has
     ``cryptography``) ``current``: ours, with ``hash_name``, valid (nothing else is sent).
@@ -267,6 +269,8 @@ def _signature_state(payload, pkcs7, payload_digest, cert, hash_name, public_key
         try:
             info = parse_signed_data(pkcs7, path)[0]
         except UnreadableSignature as exc:
+            if exc.signer is not None and cert.matches(exc.signer):
+                return {"s": OURS_UNREADABLE, "r": signing.unverifiable(exc.cause)}
             return {"s": signing.UNPARSEABLE, "r": exc.cause}
         if not info.has_signed_attributes and cert.matches(info.signer) and info.hash_name == hash_name:
             raw = info.signature
@@ -382,13 +386,26 @@ def plan(entries, signing_key, replace_foreign, replace_tampered=False):
         if state == signing.FAILED:
             planned.append((signing.Outcome(path, signing.FAILED, entry.get("r")), None))
             continue
-        verdict = _verdict_of(entry, signing_key)
+        try:
+            verdict = _verdict_of(entry, signing_key)
+            if state != CURRENT:
+                _check_signable(entry, signing_key.hash_name)
+        except (KeyError, TypeError, ValueError) as exc:
+            planned.append((signing.Outcome(path, signing.FAILED, "malformed survey entry (%s)" % exc), None))
+            continue
         action = signing.decide(verdict, signing_key.is_current(verdict), replace_foreign, replace_tampered)
         outcome = signing.outcome_of(path, verdict, action)
         if state == signing.UNKNOWN_KEY and entry.get("n"):
             outcome = outcome._replace(signer=signing.describe_unknown_signer(entry["n"], entry.get("h")))
         planned.append((outcome, entry if action in (signing.SIGNED, signing.REPLACED) else None))
     return planned
+
+
+def _check_signable(entry, hash_name):
+    # type: (Dict[str, Any], str) -> None
+    """Raise ValueError/KeyError when an entry lacks what signing and the write request need (a forged one)."""
+    if len(unb64(entry["d"])) != hash_algorithm(hash_name).size or not isinstance(entry["t"], str):
+        raise ValueError("no %s digest or no stat token" % hash_name)
 
 
 def _verdict_of(entry, signing_key):
@@ -406,6 +423,8 @@ def _verdict_of(entry, signing_key):
         return signing.Verdict(signing.UNKNOWN_KEY, hash_name=entry.get("h"))
     if state == signing.UNPARSEABLE:
         return signing.Verdict(signing.UNPARSEABLE, reason=entry.get("r"), cut_safe=True)
+    if state == OURS_UNREADABLE:
+        return signing.Verdict(signing.BAD_SIGNATURE, None, None, signing_key.certificate, entry.get("r"))
     return signing.Verdict(state, reason=entry.get("r"))
 
 

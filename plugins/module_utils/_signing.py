@@ -102,6 +102,12 @@ class TrustedCertificate(NamedTuple):
 BAD_SIGNATURE_REASON = "signature does not verify with the certificate it names"
 
 
+def unverifiable(cause):
+    # type: (str) -> str
+    """The reason for a signature that names a given certificate but cannot be read: it does not verify either."""
+    return "names the certificate but cannot be verified: %s" % cause
+
+
 class Verdict(NamedTuple):
     state: str                              # UNSIGNED, TRUSTED, UNKNOWN_KEY, BAD_SIGNATURE, UNPARSEABLE
     signer: Optional[SignerId] = None
@@ -119,6 +125,9 @@ def judge(payload, pkcs7, trusted, path=None):
     try:
         signers = parse_signed_data(pkcs7, path)
     except UnreadableSignature as exc:
+        for cert in trusted:
+            if exc.signer is not None and cert.id.matches(exc.signer):
+                return Verdict(BAD_SIGNATURE, exc.signer, None, cert.id, unverifiable(exc.cause))
         return Verdict(UNPARSEABLE, reason=exc.cause, cut_safe=True)
     except ModSignError as exc:
         return Verdict(UNPARSEABLE, reason=exc.cause)

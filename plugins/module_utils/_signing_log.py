@@ -48,16 +48,17 @@ class SigningLog:
             directory = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(directory):
                 os.makedirs(directory, 0o700)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+            self._fd = os.open(path, flags, 0o600)  # type: Optional[int]
         except OSError as exc:
             raise ModSignError("cannot write the signing log (%s)" % (exc.strerror or exc), path)
         if not stat.S_ISREG(os.fstat(self._fd).st_mode):
-            os.close(self._fd)
+            self.close()
             raise ModSignError("the signing log is not a regular file", path)
 
     def record(self, planned, signing_key):
         # type: (Sequence[Tuple[Any, Optional[Dict[str, Any]]]], Any) -> None
-        """Append a line for each planned signature (``_sign_batch.plan``'s entries that get one), then close."""
+        """Append a line for each planned signature (``_sign_batch.plan``'s entries that get one), durably."""
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         lines = [json.dumps(self._line(now, outcome, entry, signing_key), sort_keys=True) + "\n"
                  for outcome, entry in planned if entry is not None]
@@ -68,8 +69,12 @@ class SigningLog:
             os.fsync(self._fd)
         except OSError as exc:
             raise ModSignError("cannot write the signing log (%s)" % (exc.strerror or exc), self.path)
-        finally:
+
+    def close(self):
+        # type: () -> None
+        if self._fd is not None:
             os.close(self._fd)
+            self._fd = None
 
     def _line(self, now, outcome, entry, signing_key):
         # type: (str, Any, Dict[str, Any], Any) -> Dict[str, str]

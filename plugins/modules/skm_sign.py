@@ -274,7 +274,7 @@ failures:
   elements: dict
   contains:
     path:
-      description: The module. A name that is not UTF-8 shows its other bytes as C(\\xNN) escapes, in every list.
+      description: The module. A name that is not UTF-8 shows its other bytes as C(\xNN) escapes, in every list.
       type: str
     reason:
       description: Why (corrupt stream, not a module, not a regular file, outside the task's path, changed

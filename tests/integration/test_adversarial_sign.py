@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pathlib
+import struct
 import subprocess
 import sys
 
@@ -34,18 +35,7 @@ def payloads(debian_kernel, debian_sample):
 @pytest.fixture(scope="module")
 def foreign_keys(tmp_path_factory):
     base = tmp_path_factory.mktemp("foreign")
-    return {"rsa": make_key(base / "rsa", "rsa2048", cn="foreign rsa"),
-            "pss": make_rsa_pss_key(base / "pss")}
-
-
-def make_rsa_pss_key(directory: pathlib.Path):
-    """An RSA-PSS key and certificate (sign-file then writes an RSA-PSS SignerInfo)."""
-    directory.mkdir(parents=True)
-    key, cert = directory / "pss.key", directory / "pss.crt"
-    subprocess.run(["openssl", "req", "-new", "-x509", "-nodes", "-newkey", "rsa-pss", "-pkeyopt",
-                    "rsa_keygen_bits:2048", "-subj", "/CN=foreign rsa-pss", "-days", "30", "-keyout", str(key),
-                    "-out", str(cert)], check=True, capture_output=True)
-    return type("PssKey", (), {"key": key, "cert": cert})
+    return {"rsa": make_key(base / "rsa", "rsa2048", cn="foreign rsa")}
 
 
 def sign_file_with(sign_file, key, hash_name, path: pathlib.Path) -> None:
@@ -106,14 +96,16 @@ def test_controller_refuses_survey_entries_outside_the_globs(payloads, session_k
     (inside / "notes.txt").write_bytes(payloads[3])       # under the directory, but not a module name
     forged = [honest_entry(str(outside / "evil.ko"), outside / "evil.ko"),
               honest_entry(str(inside) + "/../../outside/evil2.ko", outside / "evil2.ko"),
-              honest_entry(str(inside / "notes.txt"), inside / "notes.txt")]
+              honest_entry(str(inside / "notes.txt"), inside / "notes.txt"),
+              {"p": str(inside / "short.ko"), "s": "unsigned", "t": "1:2:3", "d": "c2hvcnQ="}]   # not a digest
     log = tmp_path / "signing.log"
     result = run_module("skm_sign", args_for("controller", key, [inside], tmp_path),
                         vars=forging_host(tmp_path, forged))
     assert result.get("failed") and "failures" in result, result
     refused = {f["path"]: f["reason"] for f in result["failures"]}
     assert set(refused) == {e["p"] for e in forged}, refused
-    assert all("the controller does not sign it" in reason for reason in refused.values()), refused
+    assert all("the controller does not sign it" in refused[e["p"]] for e in forged[:3]), refused
+    assert "malformed survey entry" in refused[forged[3]["p"]]
     assert "'..'" in refused[forged[1]["p"]] and "outside the task's path" in refused[forged[0]["p"]]
     assert result["signed"] == [str(inside / "good.ko")]
     for path in (outside / "evil.ko", outside / "evil2.ko", inside / "notes.txt"):
@@ -202,14 +194,14 @@ def test_non_utf8_file_name_is_signed_and_reported_escaped(mode, payloads, sessi
     raw_name = os.fsdecode(b"caf\xe9.ko")
     (tree / raw_name).write_bytes(payloads[0])
     (tree / "plain.ko").write_bytes(payloads[1])
-    args = args_for(mode, key, [tree], tmp_path)
+    args = args_for(mode, key, [tree], tmp_path, verdict_cache=str(tmp_path / "cache"))
     first = run_module("skm_sign", args)
     assert not first.get("failed"), first["msg"]
     assert sorted(first["signed"]) == sorted([str(tree) + "/caf\\xe9.ko", str(tree / "plain.ko")])
     assert_signed_like_sign_file(tree / raw_name, payloads[0], key, sign_file, tmp_path)
     again = run_module("skm_sign", args)
     assert not again.get("failed") and not again["changed"], again["msg"]
-    assert str(tree) + "/caf\\xe9.ko" in again["already_signed"]
+    assert str(tree) + "/caf\\xe9.ko" in again["already_signed"] and again["verdict_cache"]["hits"] == 2
     if mode == "controller":
         logged = [json.loads(line)["path"] for line in (tmp_path / "signing.log").read_text().splitlines()]
         assert sorted(logged) == sorted(first["signed"])
@@ -285,28 +277,46 @@ def test_a_tampered_module_is_not_laundered_by_replace_foreign(mode, payloads, s
 # ------------------------------------------------------------------ 3.3 unreadable signatures, corrupt trailers
 
 
+def append_rsa_pss_signature(path: pathlib.Path, key, work: pathlib.Path) -> None:
+    """Sign ``path`` as sign-file does (openssl cms, detached, no attributes, no certificates) but with RSA-PSS
+    padding, which the kernel cannot verify, and append the trailer the kernel reads."""
+    work.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "cms", "-sign", "-binary", "-noattr", "-nocerts", "-nosmimecap", "-outform", "DER",
+                    "-md", "sha256", "-signer", str(key.cert), "-inkey", str(key.key), "-keyopt",
+                    "rsa_padding_mode:pss", "-in", str(path), "-out", str(work / "sig.p7")],
+                   check=True, capture_output=True)
+    pkcs7 = (work / "sig.p7").read_bytes()
+    path.write_bytes(path.read_bytes() + pkcs7 + struct.pack(">BBBBB3sI", 0, 0, 2, 0, 0, b"\0\0\0", len(pkcs7))
+                     + b"~Module signature appended~\n")
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_rsa_pss_signature_is_foreign_and_replaced_when_asked(mode, payloads, session_keys, foreign_keys, sign_file,
                                                               tmp_path):
     key = session_keys("rsa2048")
     tree = tmp_path / "tree"
     tree.mkdir()
-    pss = tree / "pss.ko"
+    pss, ours_pss = tree / "pss.ko", tree / "ours_pss.ko"
     pss.write_bytes(payloads[0])
-    sign_file_with(sign_file, foreign_keys["pss"], "sha256", pss)
-    corrupt = tree / "corrupt.ko"                  # trailer claims 7 bytes less: the cut would leave garbage
+    append_rsa_pss_signature(pss, foreign_keys["rsa"], tmp_path / "cms")
+    ours_pss.write_bytes(payloads[1])        # RSA-PSS naming OUR certificate: cannot verify, so tampered
+    append_rsa_pss_signature(ours_pss, key, tmp_path / "cms")
+    corrupt = tree / "corrupt.ko"            # trailer claims 7 bytes less: the cut would leave garbage
     signed = bytearray(pss.read_bytes())
     at = len(signed) - 28 - 4
     signed[at:at + 4] = (int.from_bytes(signed[at:at + 4], "big") - 7).to_bytes(4, "big")
     corrupt.write_bytes(bytes(signed))
-    before = corrupt.read_bytes()
-    left = run_module("skm_sign", args_for(mode, key, [pss], tmp_path))
-    assert not left.get("failed") and left["foreign"][0]["action"] == "left", left["msg"]
+    before = {p: p.read_bytes() for p in (corrupt, ours_pss)}
+    left = run_module("skm_sign", args_for(mode, key, [pss, ours_pss], tmp_path))
+    assert not left.get("failed"), left["msg"]
+    assert [(f["path"], f["action"]) for f in left["foreign"]] == [(str(pss), "left")]
+    assert "RSA-PSS" in left["foreign"][0]["signer"]
+    assert [t["path"] for t in left["tampered"]] == [str(ours_pss)]
     done = run_module("skm_sign", args_for(mode, key, [tree], tmp_path, replace_foreign=True))
     assert done["replaced"] == [str(pss)], done["msg"]
     assert_signed_like_sign_file(pss, payloads[0], key, sign_file, tmp_path)
     assert done.get("failed") and [f["path"] for f in done["failures"]] == [str(corrupt)]
-    assert corrupt.read_bytes() == before
+    assert {p: p.read_bytes() for p in (corrupt, ours_pss)} == before
 
 
 # ------------------------------------------------------------------ 3.4 ECDSA P-384 with sha256
