@@ -21,7 +21,8 @@ Menus are driven with the arrow keys (VT100 ESC [ A / ESC [ B) and Enter; a menu
 and does not wrap, so "go to item N" is: Up as many times as there are items, then Down N times.
 
 Safety rules: the fingerprint MokManager shows must equal the staged certificate's, or the enrollment is
-declined at "Enroll the key(s)?" (No) and the host boots on; the password is typed only at the password
+declined at "Enroll the key(s)?" (No) and the host boots on (MokManager then drops the request: seen with
+Debian's shim 16.1, mokutil --list-new is empty afterwards); the password is typed only at the password
 prompt and never appears in the transcript (masked as ``********``), in errors or in results.
 """
 
@@ -321,8 +322,8 @@ class Dialogue:
         except MokManagerError as exc:
             raise self._fail(message + "; then the console stopped answering (%s): check the host's console"
                              % exc, "View key 0", declined=True)
-        raise self._fail(message + "; the host boots on with the request still staged", "View key 0",
-                         declined=True)
+        raise self._fail(message + "; the host boots on, and MokManager has dropped the request (stage it again "
+                         "once the right certificate is known)", "View key 0", declined=True)
 
     def _confirm(self):
         self._choose("[Enroll MOK]", self._enroll_menu(), "Continue")
