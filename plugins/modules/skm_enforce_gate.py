@@ -195,7 +195,13 @@ module_hashes:
 from ansible_collections.skm.modsign.plugins.module_utils import _gate as gate
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail, require_cryptography
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_regular
 from ansible_collections.skm.modsign.plugins.module_utils._signing import TrustedCertificate
+
+
+def certificate(path):
+    """A certificate file (PEM or DER); a FIFO or a device is refused, never read."""
+    return TrustedCertificate.from_bytes(read_regular(path, "the certificate file", 1 << 20), path)
 
 
 def main():
@@ -216,11 +222,11 @@ def main():
     p = module.params
     result = dict(changed=False, passed=False, overridden=False)
     try:
-        ours = [(path, TrustedCertificate.from_file(path)) for path in p["certificates"]]
+        ours = [(path, certificate(path)) for path in p["certificates"]]
         outcome = gate.check(
             root=p["root_dir"], kernel=p["kernel"], ours=ours,
-            secondary=[TrustedCertificate.from_file(path) for path in p["secondary_certificates"]],
-            mok=[TrustedCertificate.from_file(path) for path in p["mok_certificates"]],
+            secondary=[certificate(path) for path in p["secondary_certificates"]],
+            mok=[certificate(path) for path in p["mok_certificates"]],
             trust_mok=p["trust_mok"], hashes=[p["hash"]] if p["hash"] else [],
             modules_dir=p["modules_dir"], workers=p["workers"],
             cache_dir=p["verdict_cache"], write_cache=not module.check_mode)

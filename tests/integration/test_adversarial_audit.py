@@ -190,7 +190,9 @@ def test_trusted_certificate_that_is_a_fifo_fails_by_name(tmp_path, debian_kerne
     os.mkfifo(fifo)
     with FifoWriter(fifo):
         audit = audit_kernel(root, debian_kernel, trusted_certs=[str(fifo)])
+        refused = gate(root, debian_kernel, certificates=[str(fifo)])
     assert audit.get("failed") is True and str(fifo) in audit["msg"] and "FIFO" in audit["msg"]
+    assert refused.get("failed") is True and str(fifo) in refused["msg"] and "FIFO" in refused["msg"]
 
 
 # ------------------------------------------------------------------ 2.6: names that are not UTF-8
