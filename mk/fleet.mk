@@ -89,7 +89,7 @@ molecule-test: bootstrap molecule-deps
 	  echo "images: waiting for the background build ($(MOLECULE_TEST_DIR)/images.log)"; \
 	  while kill -0 "$$pid" 2>/dev/null; do sleep 2; done; fi; \
 	rm -f $(MOLECULE_TEST_DIR)/images.pid; \
-	grep -h 'build.sh: .*built in' $(MOLECULE_TEST_DIR)/images.log 2>/dev/null || true
+	grep -h -e 'build.sh: .*built in' -e 'build.sh: .*skipped' $(MOLECULE_TEST_DIR)/images.log 2>/dev/null || true
 	$(FLEET_ENV) bash tests/images/build.sh $(MOLECULE_TEST_IMAGES)
 	$(call molecule_run,$(MOLECULE_TEST))
 
