@@ -10,12 +10,13 @@ under pexpect on the controller, or any object with ``read(timeout) -> bytes`` a
 The screens followed (shim 15.x/16.x MokManager on a UEFI serial terminal, recorded in
 tests/unit/captured_mokmanager/):
   countdown     "Press any key to perform MOK management" (MokTimeout seconds, 10 by default; when it
-                runs out shim boots on and the request stays staged for the next boot)
+                runs out shim boots on)
   main menu     "Perform MOK management": Continue boot / Enroll MOK / Enroll key from disk / ...
   enroll menu   "[Enroll MOK]": View key 0 [/ View key 1 ...] / Continue
   key view      the certificate's details and its "Fingerprint (SHA1)" bytes; any key returns
   confirm       "Enroll the key(s)?": No / Yes
-  password      "Password:" (up to three tries; "Password doesn't match" between them)
+  password      "Password:"; a wrong one: an "ERROR / Password doesn't match / OK" box, Enter, the prompt
+                again; after the third, "Failed to enroll keys / OK", then the menu
   done          "Perform MOK management" again, now with "Reboot" first
 Menus are driven with the arrow keys (VT100 ESC [ A / ESC [ B) and Enter; a menu starts at its first item
 and does not wrap, so "go to item N" is: Up as many times as there are items, then Down N times.
@@ -346,18 +347,15 @@ class Dialogue:
 
     def _after_password(self, screen):
         # type: (str) -> str
-        """'enrolled' (back at the menu), 'retry' (asked again) or 'failed' (MokManager gave up)."""
+        """'enrolled' (back at the menu), 'retry' (asked again) or 'failed' (MokManager gave up).
+
+        A wrong password shows an "ERROR / Password doesn't match / OK" box: Enter on OK brings the prompt back,
+        after the third the "Failed to enroll keys / OK" box follows (recorded in captured_mokmanager/)."""
         outcomes = [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED]
-        try:
-            index, _ = self._wait_for(screen, outcomes, self.screen_timeout, also=(PASSWORD_MISMATCH,))
-        except MokManagerError:
-            index = 3
-        if index == 3:  # "doesn't match" (or nothing): a new prompt follows, or a message box wants a key first
-            try:
-                index, _ = self._wait_for(screen, outcomes, min(self.screen_timeout, 10.0))
-            except MokManagerError:
-                self._send(ANY_KEY)
-                index, _ = self._wait_for(screen, outcomes, self.screen_timeout)
+        index, _ = self._wait_for(screen, outcomes, self.screen_timeout, also=(PASSWORD_MISMATCH,))
+        if index == 3:
+            self._send(KEY_ENTER)
+            index, _ = self._wait_for(screen, outcomes, self.screen_timeout)
         return ("enrolled", "retry", "failed")[index]
 
     def _send_password(self):
@@ -370,16 +368,19 @@ class Dialogue:
         self._settle(self.key_delay)
 
     def _give_up_password(self):
-        """Leave the password prompt without guessing: empty answers use up MokManager's tries, which keeps
-        the request staged; then boot on."""
+        """Stop guessing: a fixed wrong answer at each prompt that is left uses up MokManager's tries (Enter
+        on each OK box); MokManager then returns to its menu and the host boots on."""
         message = "MokManager did not accept the password; nothing was enrolled"
         try:
-            for _ in range(6):
-                index, _ = self._wait_for("Password", [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED],
+            for _ in range(8):
+                index, _ = self._wait_for("Password", [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED, PASSWORD_MISMATCH],
                                           self.screen_timeout)
                 if index == 0:
                     break
-                self._send(KEY_ENTER if index == 1 else ANY_KEY)  # ANY_KEY dismisses "Failed to enroll keys"
+                if index == 1:
+                    self._send(b"-" + KEY_ENTER)
+                else:
+                    self._send(KEY_ENTER)  # OK on "Password doesn't match" / "Failed to enroll keys"
             self._boot_on("Perform MOK management")
         except MokManagerError as exc:
             raise self._fail(message + "; then the console stopped answering (%s)" % exc, "Password")
