@@ -172,6 +172,21 @@ def kernel_decompression(config_path):
     return decompression_of(read_kconfig(text), config_path)
 
 
+def decompression_by_kernel(paths, modules_root, boot_dir):
+    # type: (Sequence[str], str, str) -> List[Tuple[List[str], Decompression]]
+    """``paths`` grouped by the kernel whose module tree (``<modules_root>/<version>``) holds them, each group with
+    who decompresses for that kernel (its ``<boot_dir>/config-<version>``); paths outside every tree: unknown."""
+    root = os.path.realpath(modules_root) + os.sep
+    groups = {}  # type: Dict[Optional[str], List[str]]
+    for path in paths:
+        real = os.path.realpath(path)
+        version = real[len(root):].split(os.sep, 1)[0] if real.startswith(root) else None
+        groups.setdefault(version, []).append(path)
+    return [(group, kernel_decompression(os.path.join(boot_dir, "config-" + version)) if version
+             else decompression_of(None))
+            for version, group in sorted(groups.items(), key=lambda item: item[0] or "")]
+
+
 def audit(paths, trusted, workers=0, cache_dir=None, write_cache=True, decompression=None):
     # type: (Sequence[str], Sequence[signing.TrustedCertificate], int, Optional[str], bool, Optional[Decompression]) -> Tuple[List[Dict[str, Any]], CacheUse]
     """Every module's entry (see describe_module), and how much the verdict cache (if any) answered.

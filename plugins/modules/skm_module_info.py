@@ -22,9 +22,10 @@ description:
   - Compressed modules are judged against the kernel's config (C(<boot_dir>/config-<version>)). With
     C(CONFIG_MODULE_DECOMPRESS=y) the kernel decompresses modules of its C(CONFIG_MODULE_COMPRESS_*) format itself,
     and its xz decoder refuses the CRC64 check C(xz) writes by default ("decompression failed with status 6");
-    otherwise kmod decompresses them in user space. Each compressed module says which (C(decompressed_by)). Without
-    a config (O(path), or a missing config file) a CRC64 C(.ko.xz) is V(bad_container), as in-kernel decompression
-    cannot be ruled out.
+    otherwise kmod decompresses them in user space. Each compressed module says which (C(decompressed_by)). With
+    O(path), a module under C(<modules_root>/<version>) is judged against C(<boot_dir>/config-<version>). Without a
+    config (a path outside every module tree, or a missing config file) a CRC64 C(.ko.xz) is V(bad_container), as
+    in-kernel decompression cannot be ruled out.
   - File names that are not UTF-8 are reported with those bytes escaped (C(\xff)).
   - A module is V(trusted) only when its signature verifies with a trusted certificate; an unsigned module, a
     module signed by any other key, and a tampered module never are. The enforce role's safety gate relies on it.
@@ -57,11 +58,14 @@ options:
     type: list
     elements: str
   modules_root:
-    description: Where the module trees of O(kernel) live.
+    description:
+      - Where the module trees of O(kernel) live.
+      - With O(path), a module under C(<modules_root>/<version>) is judged against that kernel's config (who
+        decompresses it).
     type: path
     default: /lib/modules
   boot_dir:
-    description: Where the kernel images (C(vmlinuz-<version>)) are, for O(builtin_certs).
+    description: Where the kernel images (C(vmlinuz-<version>)) and configs (C(config-<version>)) are.
     type: path
     default: /boot
   trusted_certs:
@@ -273,7 +277,8 @@ def main():
     result = {"changed": False, "kernels": []}
     try:
         if p["path"]:
-            groups = [(None, None, batch.expand_paths(p["path"]), [], audit.decompression_of(None))]
+            groups = [(None, None, paths, [], decompression) for paths, decompression
+                      in audit.decompression_by_kernel(batch.expand_paths(p["path"]), p["modules_root"], p["boot_dir"])]
         else:
             groups = []
             for version, roles in kernels_to_audit(module, result):

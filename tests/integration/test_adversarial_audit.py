@@ -27,6 +27,7 @@ import threading
 import pytest
 
 from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
+from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
 from tests.lib.ansible_run import ansible_env, bin_path
 
 MEMORY_LIMIT = 3 << 30      # address space for ansible-playbook and its module: reading /dev/zero hits it fast
@@ -279,6 +280,9 @@ def test_xz_crc64_module_is_refused_where_the_kernel_decompresses_xz(tmp_path, d
 
 def test_xz_crc64_module_passes_where_kmod_decompresses_and_says_so(tmp_path, debian_kernel, small_modules):
     root = make_root(tmp_path / "kmod", debian_kernel)      # Debian 6.1: no CONFIG_MODULE_DECOMPRESS
+    builtin = builtin_certificates(debian_kernel.vmlinuz.read_bytes())[0]
+    subprocess.run(["openssl", "x509", "-inform", "DER", "-out", str(tmp_path / "builtin.pem")], input=builtin.der,
+                   check=True)
     crc64 = crc64_module(small_modules[0], modules_dir(root, debian_kernel) / "kernel")
 
     audit = audit_kernel(root, debian_kernel)
@@ -289,6 +293,13 @@ def test_xz_crc64_module_passes_where_kmod_decompresses_and_says_so(tmp_path, de
     passed = gate(root, debian_kernel)
     assert passed.get("failed") is not True and passed["passed"] is True, passed.get("msg")
     assert passed["decompression"]["by"] == "kmod" and str(crc64) not in passed["msg"]
+
+    # by path: the module tree it lies in names the kernel, whose config says kmod decompresses
+    by_path = run_limited("skm_module_info", {"path": [str(crc64)], "modules_root": str(root / "lib/modules"),
+                                              "boot_dir": str(root / "boot"),
+                                              "trusted_certs": [str(tmp_path / "builtin.pem")]})
+    assert not by_path.get("failed"), by_path.get("msg")
+    assert (by_path["modules"][0]["state"], by_path["modules"][0]["decompressed_by"]) == ("trusted", "kmod")
 
 
 def test_skm_sign_rewrites_an_xz_crc64_module_with_crc32(tmp_path, small_modules, session_keys):
