@@ -22,21 +22,12 @@ from typing import Dict, Sequence, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
-# (e_shoff, e_shentsize/e_shnum/e_shstrndx) offsets and formats, then sh_name/sh_offset/sh_size, per ELF class.
+# Per ELF class: where e_shoff is and its format, where e_shentsize/e_shnum/e_shstrndx are, the size of a
+# section header and a format that reads (sh_name, sh_offset, sh_size) from one.
 _LAYOUT = {
-    1: (0x20, "I", 0x2E, 0, 16, 20, "I"),
-    2: (0x28, "Q", 0x3A, 0, 24, 32, "Q"),
+    1: (0x20, "I", 0x2E, 40, "I12xII16x"),
+    2: (0x28, "Q", 0x3A, 64, "I20xQQ24x"),
 }
-
-
-def _section(data, endian, layout, shoff, entsize, index):
-    # type: (Buffer, str, tuple, int, int, int) -> tuple
-    _a, _b, _c, name_at, offset_at, size_at, word = layout
-    base = shoff + index * entsize
-    name = struct.unpack_from(endian + "I", data, base + name_at)[0]
-    offset = struct.unpack_from(endian + word, data, base + offset_at)[0]
-    size = struct.unpack_from(endian + word, data, base + size_at)[0]
-    return name, offset, size
 
 
 def modinfo(payload, wanted=("name", "vermagic")):
@@ -45,14 +36,17 @@ def modinfo(payload, wanted=("name", "vermagic")):
     try:
         if bytes(payload[:4]) != b"\x7fELF" or payload[4] not in _LAYOUT or payload[5] not in (1, 2):
             return {}
-        layout = _LAYOUT[payload[4]]
+        shoff_at, shoff_format, counts_at, header_size, header_format = _LAYOUT[payload[4]]
         endian = "<" if payload[5] == 1 else ">"
-        shoff = struct.unpack_from(endian + layout[1], payload, layout[0])[0]
-        entsize, count, names_index = struct.unpack_from(endian + "HHH", payload, layout[2])
-        _n, names_offset, names_size = _section(payload, endian, layout, shoff, entsize, names_index)
-        for index in range(count):
-            name, offset, size = _section(payload, endian, layout, shoff, entsize, index)
-            if name < names_size and bytes(payload[names_offset + name:names_offset + name + 9]) == b".modinfo\0":
+        shoff = struct.unpack_from(endian + shoff_format, payload, shoff_at)[0]
+        entsize, count, names_index = struct.unpack_from(endian + "HHH", payload, counts_at)
+        if entsize != header_size or names_index >= count:
+            return {}
+        headers = list(struct.iter_unpack(endian + header_format, payload[shoff:shoff + count * entsize]))
+        _n, names_offset, names_size = headers[names_index]
+        target = bytes(payload[names_offset:names_offset + names_size]).find(b"\0.modinfo\0") + 1
+        for name, offset, size in headers:
+            if target and name == target:
                 return _fields(bytes(payload[offset:offset + size]), wanted)
     except (struct.error, IndexError, OverflowError, ValueError):
         pass
@@ -62,9 +56,11 @@ def modinfo(payload, wanted=("name", "vermagic")):
 def _fields(section, wanted):
     # type: (bytes, Sequence[str]) -> Dict[str, str]
     found = {}  # type: Dict[str, str]
-    for item in section.split(b"\0"):
-        key, sep, value = item.partition(b"=")
-        text = key.decode("ascii", "replace")
-        if sep and text in wanted and text not in found:
-            found[text] = value.decode("utf-8", "backslashreplace")
+    strings = b"\0" + section
+    for key in wanted:
+        start = strings.find(b"\0" + key.encode("ascii") + b"=")
+        if start >= 0:
+            start += len(key) + 2
+            end = strings.find(b"\0", start)
+            found[key] = strings[start:end if end >= 0 else len(strings)].decode("utf-8", "backslashreplace")
     return found
