@@ -112,15 +112,64 @@ def _zstd_command(args, data, path):
     return proc.stdout
 
 
+# A module that decompresses to more than this is not a module (the biggest Debian module is about 30 MB): a
+# small xz or gzip file can expand to any size, and the whole output is held in memory.
+MAX_DECOMPRESSED_BYTES = 1 << 30
+
+
+def _xz_decompress(data, limit):
+    # type: (bytes, int) -> bytes
+    """``lzma.decompress(data)`` (concatenated streams; leftover data that is no stream is ignored), at most
+    ``limit`` bytes of output."""
+    out, total = [], 0
+    while True:
+        stream = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        try:
+            chunk = stream.decompress(data, max_length=limit - total + 1)
+        except lzma.LZMAError:
+            if out:
+                break
+            raise
+        total += len(chunk)
+        out.append(chunk)
+        if total > limit:
+            raise ValueError("decompresses to more than %d bytes" % limit)
+        if not stream.eof:
+            raise EOFError("Compressed data ended before the end-of-stream marker was reached")
+        data = stream.unused_data
+        if not data:
+            return b"".join(out)
+    return b"".join(out)
+
+
+def _gzip_decompress(data, limit):
+    # type: (bytes, int) -> bytes
+    """``gzip.decompress(data)`` (members one after another, zero padding after them), at most ``limit`` bytes of
+    output."""
+    out, total = [], 0
+    while data:
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        chunk = stream.decompress(data, limit - total + 1)
+        total += len(chunk)
+        out.append(chunk)
+        if total > limit:
+            raise ValueError("decompresses to more than %d bytes" % limit)
+        if not stream.eof:
+            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        data = stream.unused_data.lstrip(b"\0")
+    return b"".join(out)
+
+
 def decompress(data, path=None):
     # type: (bytes, Optional[str]) -> Tuple[str, bytes]
-    """Return (kind, uncompressed bytes); a corrupt stream is a ModSignError."""
+    """Return (kind, uncompressed bytes); a corrupt stream, or one that expands past
+    ``MAX_DECOMPRESSED_BYTES`` (xz, gzip), is a ModSignError."""
     kind = detect(data)
     try:
         if kind == XZ:
-            return kind, lzma.decompress(data, format=lzma.FORMAT_XZ)
+            return kind, _xz_decompress(data, MAX_DECOMPRESSED_BYTES)
         if kind == GZIP:
-            return kind, gzip.decompress(data)
+            return kind, _gzip_decompress(data, MAX_DECOMPRESSED_BYTES)
         if kind == ZSTD:
             if HAS_ZSTANDARD:
                 stream = zstandard.ZstdDecompressor().decompressobj()

@@ -158,3 +158,18 @@ def test_boot_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "boot/grub2/grubenv")
     with pytest.raises(ModSignError, match="not a regular file"):
         gate.default_kernel(str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["xz", "gzip"])
+def test_module_that_expands_past_the_cap_is_refused_by_name(kind, tmp_path, monkeypatch):
+    """A small file that decompresses to more than the cap (lowered here to 1 MiB; 1 GiB by default) is
+    unparseable with the reason, and nothing past the cap is held in memory."""
+    monkeypatch.setattr(compression, "MAX_DECOMPRESSED_BYTES", 1 << 20)
+    tool = ["xz", "--check=crc32"] if kind == "xz" else ["gzip", "-n"]
+    bomb = subprocess.run(tool + ["-c"], input=b"\0" * (4 << 20), capture_output=True, check=True).stdout
+    path = tmp_path / ("bomb.ko." + ("xz" if kind == "xz" else "gz"))
+    path.write_bytes(bomb)
+    verdict, _container = _verdicts.check_module(str(path), [])
+    assert verdict.state == "unparseable" and "decompresses to more than 1048576 bytes" in verdict.reason
+    small = subprocess.run(tool + ["-c"], input=b"\0" * 4096, capture_output=True, check=True).stdout
+    assert compression.decompress(small) == (kind, b"\0" * 4096)
