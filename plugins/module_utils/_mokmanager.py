@@ -384,7 +384,8 @@ class Dialogue:
             self._boot_on("Perform MOK management")
         except MokManagerError as exc:
             raise self._fail(message + "; then the console stopped answering (%s)" % exc, "Password")
-        raise self._fail(message + " (wrong one-time password?); the host boots on", "Password")
+        raise self._fail(message + " (wrong one-time password?); the host boots on, and MokManager has dropped "
+                         "the request (stage it again with the right password)", "Password")
 
     def _boot_on(self, screen):
         # type: (str) -> None
