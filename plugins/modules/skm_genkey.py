@@ -118,13 +118,16 @@ options:
   regenerate:
     description:
       - What to do with an existing key, like community.crypto's openssl_privatekey.
+      - Whatever the value, a readable key whose set is incomplete (C(skm-key.json), a certificate form or the
+        combined PEM missing or damaged) is kept and the set rebuilt around it; see the description.
       - V(never) - keep the key there whatever the options say; fail when it cannot be used as it is
-        (unreadable, wrong passphrase, incomplete, expired).
+        (unreadable, wrong passphrase, expired or not yet valid).
       - V(fail) - fail if the existing key does not match the options.
-      - V(partial_idempotence) - replace a key that does not match the options, is expired or incomplete; fail
-        when it cannot be read (wrong passphrase), so a typo never throws a key away.
+      - V(partial_idempotence) - replace a key that does not match the options, or whose certificate is expired or
+        not yet valid; fail when it cannot be read (wrong passphrase), so a typo never throws a key away.
       - V(full_idempotence) - like V(partial_idempotence), and also replace a key that cannot be read.
       - V(always) - make a new key on every run.
+      - A replaced key is kept (the previous generation directory, or C(previous/) with O(layout=flat)).
     type: str
     choices: [never, fail, partial_idempotence, full_idempotence, always]
     default: partial_idempotence
