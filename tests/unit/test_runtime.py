@@ -314,3 +314,33 @@ def test_gate_evidence_counts_only_for_the_running_kernel_on_the_live_root():
     assert other["applied"] is False and "the running kernel is 6.1.0-57-amd64" in other["reason"]
     tree = _debian_gate([], "6.1.0-57-amd64", root_dir="/srv/image")
     assert tree["applied"] is False and "not the running system" in tree["reason"] and tree["problems"] == []
+
+
+# ---------------------------------------------------------------- our e2e kernel (our certificates built in)
+
+E2E = CAPTURED / "e2e-6.1-ours"
+
+
+def test_e2e_kernel_trusts_our_certificates_by_the_kernels_own_description():
+    """The e2e kernel (tests/runtime/e2e_capture.py): RSA-3072 (CONFIG_MODULE_SIG_KEY) and P-384
+    (CONFIG_SYSTEM_TRUSTED_KEYS) built in, CONFIG_MODULE_SIG_FORCE=y, no secondary keyring; skm_e2e signed
+    with the RSA key loaded (taint O only), the unsigned copy was rejected."""
+    root, prefixes, commands = captured("e2e-6.1-ours")
+    certs = [str(root / "ours-rsa.crt"), str(root / "ours-p384.crt")]
+    ev = rt.collect(certs, prefixes, replay(commands))
+    assert ev["module_trusting_keyrings"] == [".builtin_trusted_keys"]
+    assert [(c["keyrings"], c["trusted_for_modules"]) for c in ev["certificates"]] == \
+        [([".builtin_trusted_keys"], True)] * 2
+    shown = (root / "proc/keys").read_text()
+    for cert in ev["certificates"]:
+        assert cert["description"] in shown          # what /proc/keys printed is what we computed
+    (module,) = ev["modules"]["value"]
+    assert module["name"] == "skm_e2e" and module["taint"] == "O" and module["kernel_verified"] is True
+    assert module["ours"] is True and module["signer"] == "skm.modsign e2e RSA-3072"
+    assert ev["taint"] == {"state": "known", "value": ["O"], "mask": 4096}
+    assert ev["sig_enforce"]["value"] is True and ev["config_module_sig_force"]["value"] is True
+    assert [r["detail"] for r in ev["rejections"]["value"]] == ["unsigned module", "unsigned module"]
+    assert ev["efi"]["secure_boot"]["state"] == "absent" and ev["lockdown"]["state"] == "unknown"
+    assert ev["verdict"]["attention"] == ["2 module signature message(s) in the kernel log since boot"]
+    problems, disagreements = rt.gate_findings(ev, [])
+    assert problems == [] and disagreements == []
