@@ -74,16 +74,25 @@ def read_regular(path, what=None, max_size=MAX_FILE_BYTES):
     # type: (str, Optional[str], int) -> bytes
     """The bytes of the regular file ``path`` (see ``open_regular``)."""
     fd = open_regular(path, what, max_size)
+    chunks = []
+    total = 0
     try:
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(max_size + 1)
+        # Sized by fstat, not by the cap: read(n) allocates n bytes up front.
+        want = os.fstat(fd).st_size + 1
+        while total <= max_size:
+            chunk = os.read(fd, min(want, max_size + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            want = 1 << 20
     except OSError as exc:
         raise ModSignError("cannot read %s(%s)" % (what + " " if what else "", exc.strerror or exc), path)
     finally:
         os.close(fd)
-    if len(data) > max_size:
+    if total > max_size:
         raise ModSignError("grew past %d bytes while being read" % max_size, path)
-    return data
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _file_kind(mode):
