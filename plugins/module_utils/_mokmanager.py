@@ -46,6 +46,7 @@ COUNTDOWN = "Press any key to perform MOK management"
 MAIN_MENU_TITLE = "Perform MOK management"
 # The serial line can drop bytes under load (seen: a title cut to "Perform MOK  ma"): the main menu is
 # recognised by its title or by the items only it has.
+MAIN_MENU_LAST = re.compile(r"hash from disk")  # the last item of the main menu, before and after enrolling
 MAIN_MENU = re.compile(r"Perform MOK|Continue boot|Reboot|Enroll key from disk|Enroll hash from disk")
 ENROLL_MENU = "[Enroll MOK]"
 CONFIRM = "Enroll the key(s)?"
@@ -240,10 +241,13 @@ class Dialogue:
         self._enter_screen(screen + " -> " + wanted)
         self._send(KEY_ENTER)
 
-    def _menu(self, screen, title, candidates, timeout):
-        # type: (str, str, list, float) -> list
-        """Wait for a menu titled ``title``; return the items seen, in screen order."""
+    def _menu(self, screen, title, candidates, timeout, last=None):
+        # type: (str, str, list, float, str) -> list
+        """Wait for a menu titled ``title`` (and its item ``last``, drawn last); return the items seen, in
+        screen order. Under load the firmware can pause for seconds between the title and the items."""
         self._wait_for(screen, [title], timeout)
+        if last:
+            self._wait_for(screen, [last], timeout)
         self._settle(self.key_delay * 3)  # let the whole menu draw
         text = self._text()
         start = _search(title, text).start()
@@ -281,7 +285,8 @@ class Dialogue:
         self._enter_screen("Perform MOK management")
         items = self._menu("Perform MOK management", MAIN_MENU,
                            ["Continue boot", "Reboot", "Enroll MOK", "Delete MOK", "Enroll key from disk",
-                            "Enroll hash from disk", "Change Secure Boot state"], self.screen_timeout)
+                            "Enroll hash from disk", "Change Secure Boot state"], self.screen_timeout,
+                           last=MAIN_MENU_LAST)
         if "Enroll MOK" not in items:
             raise self._fail("MokManager offers no 'Enroll MOK': no enrollment request is staged (items: %s)"
                              % ", ".join(items), "Perform MOK management")
@@ -290,7 +295,7 @@ class Dialogue:
     def _enroll_menu(self):
         # type: () -> list
         items = self._menu("[Enroll MOK]", ENROLL_MENU, ["View key %d" % i for i in range(8)] + ["Continue"],
-                           self.screen_timeout)
+                           self.screen_timeout, last=re.compile(r"View key \d+[^\n]*\n(?:.*\n)*?.*Continue"))
         if "View key 0" not in items or "Continue" not in items:
             raise self._fail("expected 'View key 0' and 'Continue' (items: %s)" % ", ".join(items), "[Enroll MOK]")
         if len(items) > 2:
@@ -318,7 +323,7 @@ class Dialogue:
         try:
             self._choose("[Enroll MOK]", self._enroll_menu(), "Continue")
             self._choose("Enroll the key(s)?", self._menu("Enroll the key(s)?", CONFIRM, ["No", "Yes"],
-                                                          self.screen_timeout), "No")
+                                                          self.screen_timeout, last="Yes"), "No")
             self._boot_on("Perform MOK management")
         except MokManagerError as exc:
             raise self._fail(message + "; then the console stopped answering (%s): check the host's console"
@@ -329,7 +334,7 @@ class Dialogue:
     def _confirm(self):
         self._choose("[Enroll MOK]", self._enroll_menu(), "Continue")
         self._enter_screen("Enroll the key(s)?")
-        items = self._menu("Enroll the key(s)?", CONFIRM, ["No", "Yes"], self.screen_timeout)
+        items = self._menu("Enroll the key(s)?", CONFIRM, ["No", "Yes"], self.screen_timeout, last="Yes")
         self._choose("Enroll the key(s)?", items, "Yes")
 
     def _password_prompt(self):
@@ -391,14 +396,14 @@ class Dialogue:
         # type: (str) -> None
         self._enter_screen(screen)
         items = self._menu(screen, MAIN_MENU, ["Continue boot", "Reboot", "Enroll MOK", "Enroll key from disk",
-                                                "Enroll hash from disk"], self.screen_timeout)
+                                                "Enroll hash from disk"], self.screen_timeout, last=MAIN_MENU_LAST)
         self._choose(screen, items, "Reboot" if "Reboot" in items else "Continue boot")
 
     def _finish(self):
         self._enter_screen("Perform MOK management (after enrolling)")
         items = self._menu("Perform MOK management (after enrolling)", MAIN_MENU,
                            ["Reboot", "Continue boot", "Enroll key from disk", "Enroll hash from disk"],
-                           self.screen_timeout)
+                           self.screen_timeout, last=MAIN_MENU_LAST)
         if "Reboot" not in items:
             raise self._fail("enrollment not confirmed: no 'Reboot' offered (items: %s)" % ", ".join(items),
                              "Perform MOK management (after enrolling)")
