@@ -141,7 +141,9 @@ def main() -> None:
         shutil.copy(cache_dir() / "e2e" / "keys" / kind / "signing_key.crt", OUT / f"ours-{kind}.crt")
     release = (OUT / "proc/sys/kernel/osrelease").read_text().strip()
     (OUT / "boot").mkdir()
-    shutil.copy(build / ".config", OUT / "boot" / f"config-{release}")
+    # The key paths name this machine's cache; the capture keeps them relative (e2e-keys/<kind>/...).
+    config = (build / ".config").read_text().replace(str(cache_dir() / "e2e" / "keys") + "/", "e2e-keys/")
+    (OUT / "boot" / f"config-{release}").write_text(config)
     (OUT / "insmod.txt").write_text("\n".join(re.findall(r"SKM-INSMOD .*", console)) + "\n")
     print(OUT)
 
