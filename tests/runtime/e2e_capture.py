@@ -112,7 +112,7 @@ def parse(console: str) -> dict[str, list]:
     return found
 
 
-def main() -> None:
+def main(out: pathlib.Path = OUT) -> pathlib.Path:
     build = kernel_dir()
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
@@ -126,27 +126,27 @@ def main() -> None:
         assert "SKM-DONE" in console, console[-3000:]
         found = parse(console)
         modinfo = subprocess.run(["modinfo", str(mods["signed"])], capture_output=True, text=True, check=True).stdout
-    shutil.rmtree(OUT, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     commands = {}
-    for name, (rc, out, err) in found.items():
+    for name, (rc, text, err) in found.items():
         if name.startswith("keyctl ") or name == "dmesg":
-            commands[name] = [rc, out, err]
+            commands[name] = [rc, text, err]
         elif rc == 0:
-            target = OUT / name
+            target = out / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(out)
+            target.write_text(text)
     commands["modinfo skm_e2e"] = [0, modinfo, ""]
-    (OUT / "commands.json").write_text(json.dumps(commands, indent=1, sort_keys=True) + "\n")
+    (out / "commands.json").write_text(json.dumps(commands, indent=1, sort_keys=True) + "\n")
     for kind in ("rsa", "p384"):
-        shutil.copy(cache_dir() / "e2e" / "keys" / kind / "signing_key.crt", OUT / f"ours-{kind}.crt")
-    release = (OUT / "proc/sys/kernel/osrelease").read_text().strip()
-    (OUT / "boot").mkdir()
+        shutil.copy(cache_dir() / "e2e" / "keys" / kind / "signing_key.crt", out / f"ours-{kind}.crt")
+    release = (out / "proc/sys/kernel/osrelease").read_text().strip()
+    (out / "boot").mkdir()
     # The key paths name this machine's cache; the capture keeps them relative (e2e-keys/<kind>/...).
     config = (build / ".config").read_text().replace(str(cache_dir() / "e2e" / "keys") + "/", "e2e-keys/")
-    (OUT / "boot" / f"config-{release}").write_text(config)
-    (OUT / "insmod.txt").write_text("\n".join(re.findall(r"SKM-INSMOD .*", console)) + "\n")
-    print(OUT)
+    (out / "boot" / f"config-{release}").write_text(config)
+    (out / "insmod.txt").write_text("\n".join(re.findall(r"SKM-INSMOD .*", console)) + "\n")
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    print(main())
