@@ -64,6 +64,8 @@ class ReplayConsole:
             self.pending = b""          # keys into a console that has gone silent
 
     def read(self, timeout: float) -> bytes:
+        if self.pending and self.at < len(self.events) and self.events[self.at][1] == "in":
+            self.send(b"")          # keys that came early (before the screen they answer was replayed)
         if self.at < len(self.events) and self.events[self.at][1] == "out":
             self.at += 1
             return self.events[self.at - 1][2]
@@ -71,3 +73,39 @@ class ReplayConsole:
             raise EOFError()
         time.sleep(min(timeout, 0.01))
         return b""
+
+
+def serve_stdio(path: pathlib.Path) -> int:
+    """Be the console command: replay ``path`` on stdout, answering the keys read from stdin.
+
+    A driver that leaves the recorded script gets the rest of the console silent (as a hung or disconnected
+    console would be) and the divergence on stderr; the process ends when stdin closes."""
+    import os
+    import sys
+    console = ReplayConsole(load(path)["events"])
+    while True:
+        try:
+            data = console.read(0)
+        except ReplayDiverged as exc:
+            sys.stderr.write(f"replay: {exc}\n")
+            console.events = console.events[:console.at]
+            continue
+        if data:
+            os.write(1, data)
+            continue
+        try:
+            keys = os.read(0, 4096)
+        except OSError:
+            return 0
+        if not keys:
+            return 0
+        try:
+            console.send(keys)
+        except ReplayDiverged as exc:
+            sys.stderr.write(f"replay: {exc}\n")
+            console.events = console.events[:console.at]
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(serve_stdio(pathlib.Path(sys.argv[1])))
