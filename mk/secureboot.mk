@@ -8,7 +8,13 @@
 #                          right -> enrolled), then checks mokutil --test-key and the kernel keyring.
 #                          Rewrites tests/unit/captured_mokmanager/*.json (the screens the unit tests replay).
 #   make test-secureboot-norecord   the same, leaving the recorded screens alone.
-# Times (2 shared cores, TCG, load ~8): see TIMINGS below, filled from real runs.
+# Times here (2 cores shared with other jobs, qemu TCG, one vCPU):
+#   cold  (no cached disk)  disk build 594 s (debootstrap + kernel, shim, grub, dkms, headers; three initramfs
+#                           runs), then the run below: about 35 min in all.
+#   warm  (disk cached)     first boot to ssh 101 s at load ~7, 217-294 s at load ~15; each reboot through
+#                           MokManager to ssh 140-312 s; the whole run (4 boots, 3 MokManager dialogues, DKMS
+#                           build in the guest) 26.6 min at load ~15 (1599 s). Boot-by-boot timings are printed.
+# Needs the cached disk under ~/.cache/skm-modsign/secureboot/<recipe-hash>/ (build_image.sh), ~3.3 GB sparse.
 # Needs root, debootstrap, qemu-system-x86, ovmf, gdisk, dosfstools, mtools, socat, e2fsprogs; pexpect (PyPI).
 .PHONY: test-secureboot test-secureboot-norecord secureboot-image
 
