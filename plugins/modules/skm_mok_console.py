@@ -25,7 +25,7 @@ description:
   - Every failure names the MokManager screen where the dialogue stopped and returns the console transcript.
     The password is never in the transcript, the result or the logs (it is shown as C(********)).
   - Needs the Python library C(pexpect) where the module runs (the controller).
-version_added: "1.1.0"
+version_added: 0.2.0
 author: skm.modsign contributors (@skm-modsign)
 options:
   console_command:
