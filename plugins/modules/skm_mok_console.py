@@ -16,9 +16,9 @@ description:
     C(virsh console vm1 --force), C(socat - UNIX-CONNECT:/run/vm1.serial)) and drives shim's MokManager on
     that console the way a person would - press a key at the countdown, C(Enroll MOK), C(View key 0),
     C(Continue), C(Yes), the password, C(Reboot).
-  - Run it on the controller (C(delegate_to: localhost)) while the managed host reboots with a request staged
+  - "Run it on the controller (C(delegate_to: localhost)) while the managed host reboots with a request staged
     by M(skm.modsign.skm_mok_enroll); start it before the reboot reaches the firmware (MokManager's countdown
-    is 10 seconds by default; C(skm_mok_enroll) O(skm.modsign.skm_mok_enroll#module:timeout) can lengthen it).
+    is 10 seconds by default; C(skm_mok_enroll) O(skm.modsign.skm_mok_enroll#module:timeout) can lengthen it)."
   - The fingerprint MokManager shows for key 0 must be the one of O(certificate) (or O(fingerprint)). When it
     differs the module answers C(No) at C(Enroll the key(s)?), lets the host boot on and fails; nothing is
     enrolled. A wrong password fails after O(password_attempts) tries, also without enrolling.
@@ -97,7 +97,6 @@ EXAMPLES = r"""
     certificate: "{{ playbook_dir }}/keys/mok.der"
     password: "{{ mok_password }}"
   delegate_to: localhost
-  no_log: false   # the module masks the password itself
 """
 
 RETURN = r"""
