@@ -175,6 +175,7 @@ class Dialogue:
         self.screens = []  # type: list
         self._raw = b""
         self._mark = 0
+        self._current = "countdown"
 
     # -- console plumbing ---------------------------------------------------------------------------
     def _pump(self, timeout):
