@@ -24,6 +24,7 @@ import re
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _der as der
+from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils._atomic import atomic_write
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 
@@ -91,7 +92,7 @@ def _ec_public(ec_private_key):
     """ECPrivateKey ::= SEQUENCE { version, privateKey, [0] parameters OPTIONAL, [1] publicKey OPTIONAL }."""
     for field in der.children(der.read_one(ec_private_key, der.SEQUENCE).value)[2:]:
         if field.tag == der.context(1):
-            return "ec", der.read_one(field.value, der.BIT_STRING).value
+            return "ec", der.read_one(field.value, der.BIT_STRING).value[1:]     # unused-bits byte dropped
     return None
 
 
@@ -123,17 +124,12 @@ def private_key_public_part(pem):
 def certificate_public_part(cert_der):
     # type: (bytes) -> Optional[Tuple[str, bytes]]
     """The certificate's public key in the form private_key_public_part gives."""
-    tbs = der.children(der.children(der.read_one(cert_der, der.SEQUENCE).value)[0].value)
-    if tbs and tbs[0].tag == der.context(0):
-        tbs = tbs[1:]
-    algorithm, key = der.children(tbs[5].value)
-    oid = der.decode_oid(der.children(algorithm.value)[0].value)
-    bits = der.read_one(key.raw, der.BIT_STRING).value
-    if oid == _OID_RSA:
-        fields = der.children(der.read_one(bits[1:], der.SEQUENCE).value)     # skip the unused-bits byte
+    info = keys.subject_public_key_info(cert_der)
+    if info.algorithm == _OID_RSA:
+        fields = der.children(der.read_one(info.key, der.SEQUENCE).value)
         return "rsa", fields[0].raw + fields[1].raw
-    if oid == _OID_EC:
-        return "ec", bits
+    if info.algorithm == _OID_EC:
+        return "ec", info.key
     return None
 
 

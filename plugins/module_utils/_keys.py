@@ -18,7 +18,7 @@ __metaclass__ = type
 import datetime
 import re
 import traceback
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _der as der
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
@@ -282,6 +282,42 @@ def validity_window(cert_der, path=None):
         return _decode_time(times[0]), _decode_time(times[1])
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
         raise ModSignError("not a valid X.509 certificate (%s)" % exc, path)
+
+
+_CURVE_OIDS = {"1.2.840.10045.3.1.7": "secp256r1", "1.3.132.0.34": "secp384r1", "1.3.132.0.35": "secp521r1"}
+
+
+class PublicKeyInfo(NamedTuple):
+    algorithm: str                  # OID of the key algorithm
+    parameters: Optional[bytes]     # the parameters' DER (for EC: the curve OID), None when absent
+    key: bytes                      # the subjectPublicKey BIT STRING's content, unused-bits byte dropped
+
+
+def subject_public_key_info(cert_der, path=None):
+    # type: (bytes, Optional[str]) -> PublicKeyInfo
+    """The certificate's SubjectPublicKeyInfo, read without the cryptography library."""
+    try:
+        fields = der.children(der.children(der.read_one(cert_der, der.SEQUENCE).value)[0].value)
+        if fields and fields[0].tag == der.context(0):
+            fields = fields[1:]
+        algorithm, key = der.children(der.expect(fields[5], der.SEQUENCE, "subjectPublicKeyInfo").value)
+        parts = der.children(der.expect(algorithm, der.SEQUENCE, "algorithm").value)
+        bits = der.read_one(key.raw, der.BIT_STRING).value
+        return PublicKeyInfo(der.decode_oid(parts[0].value), parts[1].raw if len(parts) > 1 else None, bits[1:])
+    except (ValueError, IndexError) as exc:
+        raise ModSignError("not a valid X.509 certificate (%s)" % exc, path)
+
+
+def check_certificate_curve(cert_der, path=None):
+    # type: (bytes, Optional[str]) -> None
+    """Refuse an ECDSA certificate on a curve the kernel does not verify (P-521, brainpool...)."""
+    info = subject_public_key_info(cert_der, path)
+    if info.algorithm != "1.2.840.10045.2.1" or info.parameters is None:
+        return
+    oid = der.decode_oid(der.read_one(info.parameters).value) if info.parameters[0] == der.OID else "explicit"
+    curve = _CURVE_OIDS.get(oid, oid)
+    if curve not in EC_CURVES:
+        raise ModSignError("ECDSA curve %s is not accepted by the kernel (use P-256 or P-384)" % curve, path)
 
 
 def private_key_pem(data):

@@ -130,9 +130,10 @@ def read_certificate(path):
 def check_enrollable(der, path, now=None):
     # type: (bytes, str, Optional[datetime.datetime]) -> None
     """Refuse, before mokutil is run, a certificate our signer and the kernel cannot use: a key type
-    other than RSA or ECDSA (Ed25519, Ed448, RSA-PSS), or one outside its validity dates (the rule
-    in _keys: we enroll only what we would sign with)."""
+    other than RSA or ECDSA P-256/P-384 (Ed25519, Ed448, RSA-PSS, P-521), or one outside its validity
+    dates (the rule in _keys: we enroll only what we would sign with)."""
     check_signing_certificate(certificate_id(der, path), path)
+    keys.check_certificate_curve(der, path)
     valid_from, valid_to = keys.validity_window(der, path)
     keys.check_valid_now(valid_from, valid_to, path, now)
 

@@ -29,9 +29,9 @@ description:
     nothing, so its exit code proves nothing. A request that is not staged fails the task, with C(changed=true)
     and RV(actions) listing what mokutil did.
   - With O(state=present), a certificate that neither our signer nor the kernel can use is refused before
-    C(mokutil) runs - a key other than RSA or ECDSA (Ed25519, Ed448, RSA-PSS), or a certificate outside its
-    validity dates (expired, or not valid yet on this host's clock; the collection's one rule, README
-    "Certificate validity dates"). O(state=query) and O(state=absent) take any certificate.
+    C(mokutil) runs - a key other than RSA or ECDSA P-256/P-384 (Ed25519, Ed448, RSA-PSS, P-521), or a
+    certificate outside its validity dates (expired, or not valid yet on this host's clock; the collection's one
+    rule, README "Certificate validity dates"). O(state=query) and O(state=absent) take any certificate.
 version_added: "1.0.0"
 author: skm.modsign contributors (@skm-modsign)
 options:

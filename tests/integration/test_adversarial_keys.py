@@ -302,12 +302,14 @@ DAY = datetime.timedelta(days=1)
 
 @pytest.mark.parametrize("case, words", [
     ("ed25519", "Ed25519"),
+    ("p521", "secp521r1 is not accepted by the kernel"),
     ("expired", "expired on"),
     ("not-yet-valid", "not valid before"),
 ])
 def test_mok_refuses_unusable_certificates_before_mokutil(efivars, tmp_path, case, words):
-    key = ed25519.Ed25519PrivateKey.generate() if case == "ed25519" else ec.generate_private_key(ec.SECP256R1())
-    start, end = {"ed25519": (NOW - DAY, NOW + 30 * DAY), "expired": (NOW - 30 * DAY, NOW - DAY),
+    key = (ed25519.Ed25519PrivateKey.generate() if case == "ed25519"
+           else ec.generate_private_key(ec.SECP521R1() if case == "p521" else ec.SECP256R1()))
+    start, end = {"ed25519": (NOW - DAY, NOW + 30 * DAY), "p521": (NOW - DAY, NOW + 30 * DAY), "expired": (NOW - 30 * DAY, NOW - DAY),
                   "not-yet-valid": (NOW + DAY, NOW + 30 * DAY)}[case]
     der = make_cert(tmp_path, case, key, start, end)
     result = run_module("skm_mok_enroll", {"certificate": str(der), "password": MOK_PASSWORD},
