@@ -52,6 +52,8 @@ ENROLL_MENU = "[Enroll MOK]"
 CONFIRM = "Enroll the key(s)?"
 PASSWORD_PROMPT = re.compile(r"Password(?:\(\d+-\d+ characters\))?:")
 PASSWORD_MISMATCH = "Password doesn't match"
+# The box MokManager shows for a wrong password; its message line can be lost on the wire, its title stays.
+ERROR_BOX = re.compile(r"\bERROR\b|Password doesn't match")
 ENROLL_FAILED = re.compile(r"Failed to enroll keys|Password limit reached|[Tt]oo many")
 LINUX_BOOTING = re.compile(r"Linux version \d|login: *$|EFI stub: ")
 
@@ -358,9 +360,10 @@ class Dialogue:
         A wrong password shows an "ERROR / Password doesn't match / OK" box: Enter on OK brings the prompt back,
         after the third the "Failed to enroll keys / OK" box follows (recorded in captured_mokmanager/)."""
         outcomes = [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED]
-        index, _ = self._wait_for(screen, outcomes, self.screen_timeout, also=(PASSWORD_MISMATCH,))
+        index, _ = self._wait_for(screen, outcomes, self.screen_timeout, also=(ERROR_BOX,))
         if index == 3:
-            self._send(KEY_ENTER)
+            self._settle(self.key_delay * 3)
+            self._send(KEY_ENTER)  # OK
             index, _ = self._wait_for(screen, outcomes, self.screen_timeout)
         return ("enrolled", "retry", "failed")[index]
 
@@ -379,7 +382,7 @@ class Dialogue:
         message = "MokManager did not accept the password; nothing was enrolled"
         try:
             for _ in range(8):
-                index, _ = self._wait_for("Password", [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED, PASSWORD_MISMATCH],
+                index, _ = self._wait_for("Password", [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED, ERROR_BOX],
                                           self.screen_timeout)
                 if index == 0:
                     break
