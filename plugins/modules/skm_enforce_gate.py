@@ -105,6 +105,14 @@ options:
         another user owns it or others may write it. They are written only outside check mode.
       - Unset - every module is read and verified.
     type: path
+  runtime_evidence:
+    description:
+      - When the gate judges the running kernel on the live system (O(root_dir=/)), also read that kernel's own
+        evidence (as M(skm.modsign.skm_kernel_facts) does) and refuse when a loaded module has taint E (unsigned,
+        or signed by a key in no trusted keyring) or one of O(certificates) is in no keyring it trusts for modules,
+        whatever the files say. Where the prediction from files and the evidence disagree, RV(notes) names both.
+    type: bool
+    default: true
 notes:
   - Requires C(cryptography) >= 3.3 on the host.
 seealso:
@@ -190,9 +198,17 @@ module_hashes:
   returned: success
   type: list
   elements: str
+runtime:
+  description:
+    - The running kernel's evidence as the gate used it - C(applied) (false, with C(reason), unless the gate judged the
+      running kernel on the live system), C(running_kernel), C(problems) (added to RV(problems)), C(disagreements)
+      (added to RV(notes)) and the evidence's C(verdict).
+  returned: when O(runtime_evidence=true)
+  type: dict
 """
 
 from ansible_collections.skm.modsign.plugins.module_utils import _gate as gate
+from ansible_collections.skm.modsign.plugins.module_utils import _runtime as runtime
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail, require_cryptography
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 from ansible_collections.skm.modsign.plugins.module_utils._files import read_regular
@@ -217,6 +233,7 @@ def main():
         allow_untrusted=dict(type="bool", default=False),
         workers=dict(type="int", default=0),
         verdict_cache=dict(type="path"),
+        runtime_evidence=dict(type="bool", default=True),
     ))
     require_cryptography(module)
     p = module.params
@@ -230,6 +247,11 @@ def main():
             trust_mok=p["trust_mok"], hashes=[p["hash"]] if p["hash"] else [],
             modules_dir=p["modules_dir"], workers=p["workers"],
             cache_dir=p["verdict_cache"], write_cache=not module.check_mode)
+        if p["runtime_evidence"]:   # the running kernel's own evidence counts over the files' prediction
+            result["runtime"] = evidence = runtime.gate_evidence(p["certificates"], outcome.kernel, p["root_dir"],
+                                                                 outcome.problems, runtime.module_runner(module))
+            outcome = outcome._replace(problems=outcome.problems + evidence["problems"],
+                                       notes=outcome.notes + evidence["disagreements"])
     except ModSignError as exc:
         fail(module, exc, **result)
     result.update(
