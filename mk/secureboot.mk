@@ -11,9 +11,12 @@
 # Times here (2 cores shared with other jobs, qemu TCG, one vCPU):
 #   cold  (no cached disk)  disk build 594 s (debootstrap + kernel, shim, grub, dkms, headers; three initramfs
 #                           runs), then the run below: about 35 min in all.
-#   warm  (disk cached)     first boot to ssh 101 s at load ~7, 217-294 s at load ~15; each reboot through
-#                           MokManager to ssh 140-312 s; the whole run (4 boots, 3 MokManager dialogues, DKMS
-#                           build in the guest) 26.6 min at load ~15 (1599 s). Boot-by-boot timings are printed.
+#   warm  (disk cached)     8.1 min (486 s) at load ~3: first boot to ssh 50 s; each reboot through MokManager
+#                           to ssh 78-133 s (the dialogue itself 37-53 s); DKMS build + module checks ~1.5 min.
+#                           At load ~15 (other jobs' VMs and builds): 26.6 min (1599 s), first boot 217-294 s.
+#                           Boot-by-boot timings are printed at the end of each run.
+# Two such VMs at once starve the firmware: its serial output then drops bytes (titles, menu items); the driver
+# tolerates some of that, not all of it. Run one at a time.
 # Needs the cached disk under ~/.cache/skm-modsign/secureboot/<recipe-hash>/ (build_image.sh), ~3.3 GB sparse.
 # Needs root, debootstrap, qemu-system-x86, ovmf, gdisk, dosfstools, mtools, socat, e2fsprogs; pexpect (PyPI).
 .PHONY: test-secureboot test-secureboot-norecord secureboot-image
