@@ -10,7 +10,7 @@
 #   make test-secureboot-norecord   the same, leaving the recorded screens alone.
 # Times here (2 cores shared with other jobs, qemu TCG, one vCPU):
 #   cold  (no cached disk)  disk build 594 s (debootstrap + kernel, shim, grub, dkms, headers; three initramfs
-#                           runs), then the run below: about 35 min in all.
+#                           runs, measured at load ~10) + the warm run: ~18 min at load ~3, ~36 min at load ~15.
 #   warm  (disk cached)     8.1 min (486 s) at load ~3: first boot to ssh 50 s; each reboot through MokManager
 #                           to ssh 78-133 s (the dialogue itself 37-53 s); DKMS build + module checks ~1.5 min.
 #                           At load ~15 (other jobs' VMs and builds): 26.6 min (1599 s), first boot 217-294 s.
