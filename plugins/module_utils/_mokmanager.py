@@ -137,13 +137,13 @@ class Transcript:
 
     def raw_output(self):
         # type: () -> bytes
-        return b"".join(data for _, way, data in self.events if way == "out")
+        return b"".join(data for _when, way, data in self.events if way == "out")
 
     def text(self, tail=None):
         # type: (int) -> str
         """A readable transcript: console text, with each key we sent shown as ``<<key>>``."""
         parts = []
-        for _, way, data in self.events:
+        for _when, way, data in self.events:
             parts.append(plain_text(data) if way == "out" else "<<%s>>" % describe_key(data))
         text = "".join(parts)
         return text[-tail:] if tail else text
@@ -237,9 +237,9 @@ class Dialogue:
         """Move the highlight to ``wanted`` in a menu showing ``items`` (top first) and press Enter."""
         if wanted not in items:
             raise self._fail("no '%s' in the menu (items seen: %s)" % (wanted, ", ".join(items) or "none"), screen)
-        for _ in items:
+        for _item in items:
             self._send(KEY_UP)
-        for _ in range(items.index(wanted)):
+        for _step in range(items.index(wanted)):
             self._send(KEY_DOWN)
         self._enter_screen(screen + " -> " + wanted)
         self._send(KEY_ENTER)
@@ -255,7 +255,7 @@ class Dialogue:
         text = self._text()
         start = _search(title, text).start()
         found = sorted((text.find(item, start), item) for item in candidates if text.find(item, start) >= 0)
-        return [item for _, item in found]
+        return [item for _position, item in found]
 
     # -- the screens --------------------------------------------------------------------------------
     def run(self):
@@ -278,7 +278,7 @@ class Dialogue:
 
     def _countdown(self):
         self._enter_screen("countdown")
-        index, _ = self._wait_for("countdown", [COUNTDOWN], self.countdown_timeout, also=(LINUX_BOOTING,))
+        index, _match = self._wait_for("countdown", [COUNTDOWN], self.countdown_timeout, also=(LINUX_BOOTING,))
         if index:
             raise self._fail("the host booted on without MokManager: no MOK request is staged, or the countdown "
                              "ran out before the console was attached (nothing was enrolled)", "countdown")
@@ -360,11 +360,11 @@ class Dialogue:
         A wrong password shows an "ERROR / Password doesn't match / OK" box: Enter on OK brings the prompt back,
         after the third the "Failed to enroll keys / OK" box follows (recorded in captured_mokmanager/)."""
         outcomes = [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED]
-        index, _ = self._wait_for(screen, outcomes, self.screen_timeout, also=(ERROR_BOX,))
+        index, _match = self._wait_for(screen, outcomes, self.screen_timeout, also=(ERROR_BOX,))
         if index == 3:
             self._settle(self.key_delay * 3)
             self._send(KEY_ENTER)  # OK
-            index, _ = self._wait_for(screen, outcomes, self.screen_timeout)
+            index, _match = self._wait_for(screen, outcomes, self.screen_timeout)
         return ("enrolled", "retry", "failed")[index]
 
     def _send_password(self):
@@ -381,8 +381,8 @@ class Dialogue:
         on each OK box); MokManager then returns to its menu and the host boots on."""
         message = "MokManager did not accept the password; nothing was enrolled"
         try:
-            for _ in range(8):
-                index, _ = self._wait_for("Password", [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED, ERROR_BOX],
+            for _attempt in range(8):
+                index, _match = self._wait_for("Password", [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED, ERROR_BOX],
                                           self.screen_timeout)
                 if index == 0:
                     break
@@ -400,7 +400,7 @@ class Dialogue:
         # type: (str) -> None
         self._enter_screen(screen)
         items = self._menu(screen, MAIN_MENU, ["Continue boot", "Reboot", "Enroll MOK", "Enroll key from disk",
-                                                "Enroll hash from disk"], self.screen_timeout, last=MAIN_MENU_LAST)
+                                               "Enroll hash from disk"], self.screen_timeout, last=MAIN_MENU_LAST)
         self._choose(screen, items, "Reboot" if "Reboot" in items else "Continue boot")
 
     def _finish(self):
@@ -414,6 +414,7 @@ class Dialogue:
             # "Reboot" replaces "Continue boot" at the top once a key is enrolled; its text can be lost on a noisy
             # line, the request's "Enroll MOK" being gone says the same, so the top item is chosen.
             self._choose(screen, ["Reboot"] + [item for item in items if item != "Reboot"], "Reboot")
+
 
 def _search(pattern, text):
     if hasattr(pattern, "search"):

@@ -71,6 +71,8 @@ options:
   transcript_path:
     description: Also write the masked transcript to this file (mode 0600), where the module runs.
     type: path
+extends_documentation_fragment:
+  - skm.modsign.attributes
 attributes:
   check_mode:
     support: partial
@@ -132,7 +134,7 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    import pexpect  # noqa: F401
+    import pexpect  # noqa: F401  pylint: disable=unused-import
     HAS_PEXPECT = True
 except ImportError:
     HAS_PEXPECT = False
@@ -183,8 +185,8 @@ def main():
             fingerprint=dict(type="str"),
             countdown_timeout=dict(type="float", default=900),
             screen_timeout=dict(type="float", default=120),
-            key_delay=dict(type="float", default=0.5),
-            password_attempts=dict(type="int", default=1),
+            key_delay=dict(type="float", default=0.5, no_log=False),
+            password_attempts=dict(type="int", default=1, no_log=False),
             reboot=dict(type="bool", default=True),
             transcript_path=dict(type="path"),
         ),

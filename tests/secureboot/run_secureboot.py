@@ -167,7 +167,7 @@ CASES = ("fingerprint_mismatch", "wrong_password", "enroll")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--keep", action="store_true", help="keep the VM's directory (console.log, disk overlay)")
     parser.add_argument("--no-record", action="store_true", help="do not rewrite tests/unit/captured_mokmanager")
     parser.add_argument("--case", action="append", choices=CASES,
@@ -196,13 +196,13 @@ def main() -> int:
         check(pending(vm), "certificate staged (mokutil --list-new)", failures)
 
         if "fingerprint_mismatch" in cases:
-            _, error, _ = session(vm, mm, "fingerprint_mismatch", not args.no_record, expected["sha1"],
+            _outcome, error, _record = session(vm, mm, "fingerprint_mismatch", not args.no_record, expected["sha1"],
                                   password=PASSWORD, expected_fingerprints=["00" * 20])
             check(error is not None and error.declined, f"mismatch refused: {error}", failures)
             restage_if_dropped(vm, der, "the refusal")
 
         if "wrong_password" in cases:
-            _, error, _ = session(vm, mm, "wrong_password", not args.no_record, expected["sha1"],
+            _outcome, error, _record = session(vm, mm, "wrong_password", not args.no_record, expected["sha1"],
                                   password=WRONG_PASSWORD, expected_fingerprints=[expected["sha1"]],
                                   password_attempts=3)
             check(error is not None and not error.enrolled and error.screen == "Password",

@@ -146,13 +146,13 @@ class SecureBootVM:
 
     def ssh_ok(self) -> bool:
         try:
-            return subprocess.run(self.ssh_argv("true"), capture_output=True, timeout=40).returncode == 0
+            return subprocess.run(self.ssh_argv("true"), capture_output=True, timeout=40, check=False).returncode == 0
         except subprocess.TimeoutExpired:
             return False
 
     def ssh(self, command: str, check: bool = True, timeout: float = 600, input: bytes | None = None
             ) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self.ssh_argv(command), capture_output=True, timeout=timeout, input=input)
+        proc = subprocess.run(self.ssh_argv(command), capture_output=True, timeout=timeout, input=input, check=False)
         out = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"),
                                           proc.stderr.decode(errors="replace"))
         if check and out.returncode:

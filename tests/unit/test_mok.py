@@ -199,7 +199,7 @@ def test_import_is_read_back_from_list_new(capture, tmp_path, listing, fails):
     else:
         assert mok.apply(mok.Mokutil(runner), str(cert), [mok.Action("import")], "s3cret-pw",
                          temp_dir=str(tmp_path)) == ["import: requested"]
-    assert [argv[1] for argv, _ in runner.calls] == ["--generate-hash", "--import", "--list-new"]
+    assert [argv[1] for argv, _result in runner.calls] == ["--generate-hash", "--import", "--list-new"]
 
 
 def test_check_enrollable_refuses_ed25519_and_dates(tmp_path):

@@ -27,7 +27,7 @@ def recording(case):
 
 def shown_in(record):
     """The fingerprint the real key view showed, read with the driver's own parser from the raw screens."""
-    raw = b"".join(data for _, way, data in record["events"] if way == "out")
+    raw = b"".join(data for _when, way, data in record["events"] if way == "out")
     return mm.shown_fingerprint(mm.plain_text(raw))
 
 
@@ -46,7 +46,7 @@ def test_recordings_hold_no_password():
     for path in CAPTURED.glob("*.json"):
         assert_no_password(path.read_text())
         events = json.loads(path.read_text())["events"]
-        assert any(way == "in" and data == "********" for _, way, data in events) or "mismatch" in path.name
+        assert any(way == "in" and data == "********" for _when, way, data in events) or "mismatch" in path.name
 
 
 def test_key_view_fingerprint_is_sha1_of_the_staged_certificate():
@@ -88,7 +88,7 @@ def test_a_right_password_is_never_typed_for_a_wrong_key():
     console, driver = dialogue(record["events"], ["11" * 20])
     with pytest.raises((replay.ReplayDiverged, mm.MokManagerError)):
         driver.run()
-    sent = [data for _, way, data in driver.transcript.events if way == "in"]
+    sent = [data for _when, way, data in driver.transcript.events if way == "in"]
     assert b"********" not in sent
 
 
@@ -112,7 +112,7 @@ def test_wrong_password_fails_after_the_retries():
 def test_timeout_after_the_blue_screen():
     """The console goes silent after the countdown (a dropped SOL session, a hung firmware)."""
     record = recording("enroll")
-    first_key = next(i for i, (_, way, _) in enumerate(record["events"]) if way == "in")
+    first_key = next(i for i, (_when, way, _data) in enumerate(record["events"]) if way == "in")
     console, driver = dialogue(record["events"], [record["staged_sha1"]], stop_after=first_key + 1)
     with pytest.raises(mm.MokManagerError) as caught:
         driver.run()
