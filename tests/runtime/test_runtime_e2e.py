@@ -22,7 +22,9 @@ pytestmark = pytest.mark.skipif(not list((cache_dir() / "e2e" / "kernels").glob(
 def test_e2e_kernel_trusts_our_certificates_and_says_so(tmp_path):
     out = e2e_capture.main(tmp_path / "capture")
     commands = json.loads((out / "commands.json").read_text())
-    run = lambda argv: tuple(commands.get(" ".join(argv), (127, "", "not recorded")))  # noqa: E731
+
+    def run(argv):
+        return tuple(commands.get(" ".join(argv), (127, "", "not recorded")))
     ev = rt.collect([str(out / "ours-rsa.crt"), str(out / "ours-p384.crt")],
                     rt.Prefixes(str(out / "proc"), str(out / "sys"), str(out / "boot")), run)
     assert [c["trusted_for_modules"] for c in ev["certificates"]] == [True, True]
