@@ -383,7 +383,7 @@ class Dialogue:
         try:
             for _attempt in range(8):
                 index, _match = self._wait_for("Password", [MAIN_MENU, PASSWORD_PROMPT, ENROLL_FAILED, ERROR_BOX],
-                                          self.screen_timeout)
+                                               self.screen_timeout)
                 if index == 0:
                     break
                 if index == 1:

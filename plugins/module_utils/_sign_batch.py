@@ -234,8 +234,8 @@ def survey_module(path, cert, hash_name, public_key=None):
     covers when ``h`` differs), ``unknown_key`` (``n`` the signer as text, ``h`` its hash),
     ``unparseable`` (a sound envelope we cannot read, ``r`` why), ``ours_unreadable`` (the same, naming
     ``cert``: tampered, ``r`` why), ``bad_signature``/``failed``
-    (``r`` the reason); ``m``/``v`` the module's name and vermagic (for the controller's signing log)
-    unless the state is ``failed``; with ``public_key`` (the certificate's, when the host has
+    (``r`` the reason); ``c`` why the kernel cannot decompress the container (it is rewritten);
+    ``m``/``v`` the module's name and vermagic (for the controller's signing log) unless the state is ``failed``; with ``public_key`` (the certificate's, when the host has
     ``cryptography``) ``current``: ours, with ``hash_name``, valid (nothing else is sent).
     """
     where = wire_path(path)
@@ -248,7 +248,9 @@ def survey_module(path, cert, hash_name, public_key=None):
                 entry["s"] = signing.UNSIGNED
             else:
                 entry.update(_signature_state(payload, pkcs7, payload_digest, cert, hash_name, public_key, path))
-            if entry["s"] == CURRENT:
+            if module.container_refused is not None:
+                entry["c"] = module.container_refused    # the kernel cannot decompress it: rewrite whatever the state
+            elif entry["s"] == CURRENT:
                 return dict(where, s=CURRENT)
             info = modinfo(payload)
             entry.update(m=info.get("name", ""), v=info.get("vermagic", ""))
@@ -388,12 +390,13 @@ def plan(entries, signing_key, replace_foreign, replace_tampered=False):
             continue
         try:
             verdict = _verdict_of(entry, signing_key)
-            if state != CURRENT:
+            current = signing_key.is_current(verdict) and not entry.get("c")   # else recompress, as in host mode
+            if not current:
                 _check_signable(entry, signing_key.hash_name)
         except (KeyError, TypeError, ValueError) as exc:
             planned.append((signing.Outcome(path, signing.FAILED, "malformed survey entry (%s)" % exc), None))
             continue
-        action = signing.decide(verdict, signing_key.is_current(verdict), replace_foreign, replace_tampered)
+        action = signing.decide(verdict, current, replace_foreign, replace_tampered)
         outcome = signing.outcome_of(path, verdict, action)
         if state == signing.UNKNOWN_KEY and entry.get("n"):
             outcome = outcome._replace(signer=signing.describe_unknown_signer(entry["n"], entry.get("h")))

@@ -329,3 +329,32 @@ def test_p384_with_sha256_is_refused_as_our_policy(payloads, session_keys, tmp_p
                                      "hash": "sha256"})
     assert result.get("failed") and "policy" in result["msg"] and "kernel" in result["msg"], result["msg"]
     assert parse_signature((tmp_path / "m.ko").read_bytes()).pkcs7 is None
+
+
+# ------------------------------------------------------------------ 3.1 xz with CRC64, in both modes
+
+
+def xz_check_of(path: pathlib.Path) -> str:
+    """The integrity check of an xz file, as xz itself reports it."""
+    listing = subprocess.run(["xz", "--robot", "--list", str(path)], capture_output=True, text=True, check=True)
+    return next(line.split("\t")[6] for line in listing.stdout.splitlines() if line.startswith("file\t"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_our_signature_in_an_xz_crc64_container_is_rewritten_with_crc32(mode, payloads, session_keys, tmp_path):
+    """The kernel's xz decoder refuses CRC64: a module we signed, then compressed with xz's default, is rewritten."""
+    key = session_keys("rsa2048")
+    module = tmp_path / "m.ko"
+    module.write_bytes(payloads[0])
+    first = run_module("skm_sign", args_for(mode, key, [module], tmp_path))
+    assert not first.get("failed") and first["signed"] == [str(module)], first.get("msg")
+    subprocess.run(["xz", "-k", str(module)], check=True)      # xz's default check: CRC64
+    crc64 = tmp_path / "m.ko.xz"
+    module.unlink()
+    assert xz_check_of(crc64) == "CRC64"
+    again = run_module("skm_sign", args_for(mode, key, [crc64], tmp_path))
+    assert not again.get("failed"), again.get("msg")
+    assert again["replaced"] == [str(crc64)] and again["already_signed"] == [] and again["changed"] is True, again
+    assert xz_check_of(crc64) == "CRC32"
+    third = run_module("skm_sign", args_for(mode, key, [crc64], tmp_path))
+    assert third["already_signed"] == [str(crc64)] and third["changed"] is False, third

@@ -197,14 +197,14 @@ def main() -> int:
 
         if "fingerprint_mismatch" in cases:
             _outcome, error, _record = session(vm, mm, "fingerprint_mismatch", not args.no_record, expected["sha1"],
-                                  password=PASSWORD, expected_fingerprints=["00" * 20])
+                                               password=PASSWORD, expected_fingerprints=["00" * 20])
             check(error is not None and error.declined, f"mismatch refused: {error}", failures)
             restage_if_dropped(vm, der, "the refusal")
 
         if "wrong_password" in cases:
             _outcome, error, _record = session(vm, mm, "wrong_password", not args.no_record, expected["sha1"],
-                                  password=WRONG_PASSWORD, expected_fingerprints=[expected["sha1"]],
-                                  password_attempts=3)
+                                               password=WRONG_PASSWORD, expected_fingerprints=[expected["sha1"]],
+                                               password_attempts=3)
             check(error is not None and not error.enrolled and error.screen == "Password",
                   f"wrong password refused: {error}", failures)
             check(PASSWORD not in str(error) and WRONG_PASSWORD not in (error.transcript if error else ""),
