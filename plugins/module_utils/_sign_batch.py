@@ -235,8 +235,8 @@ def survey_module(path, cert, hash_name, public_key=None):
     ``unparseable`` (a sound envelope we cannot read, ``r`` why), ``ours_unreadable`` (the same, naming
     ``cert``: tampered, ``r`` why), ``bad_signature``/``failed``
     (``r`` the reason); ``c`` why the kernel cannot decompress the container (it is rewritten);
-    ``m``/``v`` the module's name and vermagic (for the controller's signing log) unless the state is ``failed``; with ``public_key`` (the certificate's, when the host has
-    ``cryptography``) ``current``: ours, with ``hash_name``, valid (nothing else is sent).
+    ``m``/``v`` the module's name and vermagic (for the controller's signing log) unless the state is ``failed``;
+    with ``public_key`` (the certificate's, when the host has ``cryptography``) ``current``: ours, with ``hash_name``, valid (nothing else is sent).
     """
     where = wire_path(path)
     try:
