@@ -27,12 +27,12 @@ from ansible_collections.skm.modsign.plugins.module_utils import _der as der
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._files import read_regular
+from ansible_collections.skm.modsign.plugins.module_utils._files import display_path, read_regular
 from ansible_collections.skm.modsign.plugins.module_utils._gate import read_kconfig
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import format_serial, name_to_text
 from ansible_collections.skm.modsign.plugins.module_utils._verdicts import (
     BAD_CONTAINER, CacheUse, Decompression, Judged, builtin_certificates_of, decompression_of, judge_container,
-    judge_paths, shown_path,
+    judge_paths,
 )
 
 STATES = (signing.TRUSTED, signing.UNSIGNED, signing.UNKNOWN_KEY, signing.BAD_SIGNATURE, BAD_CONTAINER,
@@ -146,7 +146,7 @@ def describe_module(judged, decompression):
     """One module's state, with the signer as modinfo shows it (signer, sig_key, sig_hashalgo) and, when it is
     compressed, who decompresses it."""
     verdict = judge_container(judged, decompression)
-    entry = {"path": shown_path(judged.path), "state": verdict.state}  # type: Dict[str, Any]
+    entry = {"path": display_path(judged.path), "state": verdict.state}  # type: Dict[str, Any]
     if verdict.signer is not None:
         signer = verdict.signer
         entry["signer"] = common_name(signer.issuer) if signer.skid is None else None

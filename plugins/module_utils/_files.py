@@ -27,6 +27,19 @@ def read_bytes(path, what=None):
         raise ModSignError("cannot read %s(%s)" % (what + " " if what else "", exc.strerror or exc), path)
 
 
+def display_path(path):
+    # type: (str) -> str
+    """``path`` as valid UTF-8 text for a task result: bytes that are not UTF-8 as ``\\xNN`` escapes.
+
+    Ansible refuses a result holding the surrogates Python decodes such bytes to.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def read_text_if_exists(path):
     # type: (str) -> Optional[str]
     """The text of ``path``, or None when it does not exist."""

@@ -28,7 +28,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.skm.modsign.plugins.module_utils import _cmdline as cmdline
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._files import read_regular, read_text_if_exists
+from ansible_collections.skm.modsign.plugins.module_utils._files import display_path, read_regular, read_text_if_exists
 from ansible_collections.skm.modsign.plugins.module_utils._kconfig import HASH_CRYPTO, KEY_CRYPTO
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import CertificateId, name_to_text
 from ansible_collections.skm.modsign.plugins.module_utils._signing import (
@@ -36,7 +36,6 @@ from ansible_collections.skm.modsign.plugins.module_utils._signing import (
 )
 from ansible_collections.skm.modsign.plugins.module_utils._verdicts import (
     CacheUse, Decompression, builtin_certificates_of, decompression_of, judge_container, judge_paths,
-    shown_path,
 )
 
 LabelledCertificate = Tuple[str, TrustedCertificate]
@@ -224,11 +223,11 @@ class Offender(NamedTuple):
 
 def offenders(verdicts):
     # type: (Sequence[Tuple[str, Verdict]]) -> List[Offender]
-    """The modules whose verdict is not trusted, their names escaped (see ``_verdicts.shown_path``)."""
+    """The modules whose verdict is not trusted, their names escaped (see ``_files.display_path``)."""
     out = []
     for path, verdict in verdicts:
         if verdict.state != TRUSTED:
-            out.append(Offender(shown_path(path), verdict.state, describe_verdict(verdict) or verdict.reason
+            out.append(Offender(display_path(path), verdict.state, describe_verdict(verdict) or verdict.reason
                                 or verdict.state))
     return out
 

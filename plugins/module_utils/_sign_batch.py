@@ -41,6 +41,7 @@ from ansible_collections.skm.modsign.plugins.module_utils import _atomic as atom
 from ansible_collections.skm.modsign.plugins.module_utils import _keys as keys
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import display_path
 from ansible_collections.skm.modsign.plugins.module_utils._modinfo import modinfo
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import default_workers, map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import (
@@ -79,19 +80,6 @@ def expand_paths(paths, temps=None):
             raise ModSignError("no such file or directory", entry)
     found = signing.find_modules(roots, temps)
     return sorted(set(os.path.realpath(p) if os.path.islink(p) and os.path.isfile(p) else p for p in found))
-
-
-def display_path(path):
-    # type: (str) -> str
-    """``path`` as valid UTF-8 text for a task result: bytes that are not UTF-8 as ``\\xNN`` escapes.
-
-    Ansible refuses a result holding the surrogates Python decodes such bytes to.
-    """
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def remove_stale_temps(temps, started, check_mode=False):

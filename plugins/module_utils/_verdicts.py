@@ -50,7 +50,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from ansible_collections.skm.modsign.plugins.module_utils import _cache_file as cache_file
 from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
-from ansible_collections.skm.modsign.plugins.module_utils._files import MAX_FILE_BYTES, open_regular, read_regular
+from ansible_collections.skm.modsign.plugins.module_utils._files import read_regular
 from ansible_collections.skm.modsign.plugins.module_utils._kernel_image import builtin_certificates
 from ansible_collections.skm.modsign.plugins.module_utils._parallel import map_files
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import CertificateId, SignerId, certificate_id
@@ -72,37 +72,11 @@ class Judged(NamedTuple):
     container: Optional[str]    # see _compression.container; None when the file could not be read
 
 
-def shown_path(path):
-    # type: (str) -> str
-    """``path`` as text a result can carry: bytes that are not UTF-8 escaped (``\\xff``), the rest unchanged."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def read_module_file(path):
-    # type: (str) -> bytes
-    """The bytes of the module file ``path``: a regular file only (``_files.open_regular``), read to its end.
-
-    ``readall`` sizes its buffer from the file's size; ``_files.read_regular`` asks for its whole size cap at
-    once, which costs six times as much per module.
-    """
-    fd = open_regular(path, "module")
-    try:
-        with os.fdopen(fd, "rb", buffering=0, closefd=False) as handle:
-            data = handle.readall()
-    except OSError as exc:
-        raise ModSignError("cannot read (%s)" % (exc.strerror or exc), path)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise ModSignError("grew past %d bytes while being read" % MAX_FILE_BYTES, path)
-    return data
-
-
 def check_module(path, trusted):
     # type: (str, Sequence[TrustedCertificate]) -> Tuple[Verdict, Optional[str]]
     """The verdict on the module file ``path`` against ``trusted``, and its container."""
     try:
-        raw = read_module_file(path)
+        raw = read_regular(path, "module")
         kind, data = compression.decompress(raw, path)
         length, pkcs7 = split_signature(data, path)
     except ModSignError as exc:

@@ -315,6 +315,7 @@ from ansible_collections.skm.modsign.plugins.module_utils import _sign_batch as 
 from ansible_collections.skm.modsign.plugins.module_utils import _signing as signing
 from ansible_collections.skm.modsign.plugins.module_utils._ansible import build_module, fail, require_cryptography
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
+from ansible_collections.skm.modsign.plugins.module_utils._files import display_path
 from ansible_collections.skm.modsign.plugins.module_utils._pkcs7 import certificate_id, hash_algorithm
 from ansible_collections.skm.modsign.plugins.module_utils._signed_cache import SignedCache
 
@@ -413,7 +414,7 @@ def main():
                                  "call the module as skm.modsign.skm_sign from a play or ad hoc")
         outcomes, cache_use = sign_on_host(module, paths)
     except ModSignError as exc:
-        fail(module, ModSignError(batch.display_path(exc.cause), exc.path and batch.display_path(exc.path)))
+        fail(module, ModSignError(display_path(exc.cause), exc.path and display_path(exc.path)))
     result = batch.summarize(outcomes, module.check_mode)
     result["key_location"] = "host"
     if cache_use is not None:

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from ansible_collections.skm.modsign.plugins.module_utils import _compression as compression
+from ansible_collections.skm.modsign.plugins.module_utils import _files
 from ansible_collections.skm.modsign.plugins.module_utils import _gate as gate
 from ansible_collections.skm.modsign.plugins.module_utils import _verdicts
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
@@ -135,9 +136,9 @@ def test_non_regular_module_files_are_refused_without_reading(tmp_path):
     assert verdict.state == "unparseable" and "a character device" in verdict.reason
 
 
-def test_shown_path_escapes_bytes_that_are_not_utf8():
-    assert _verdicts.shown_path(os.fsdecode(b"/lib/drv\xff.ko")) == "/lib/drv\\xff.ko"
-    assert _verdicts.shown_path("/lib/modules/ü.ko") == "/lib/modules/ü.ko"
+def test_display_path_escapes_bytes_that_are_not_utf8():
+    assert _files.display_path(os.fsdecode(b"/lib/drv\xff.ko")) == "/lib/drv\\xff.ko"
+    assert _files.display_path("/lib/modules/ü.ko") == "/lib/modules/ü.ko"
 
 
 def test_truncated_or_corrupt_kernel_image_says_so(debian_kernel):
