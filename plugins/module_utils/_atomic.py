@@ -73,7 +73,7 @@ def _copy_selinux_label(src, dst_fd):
         pass
 
 
-def _describe(exc):
+def describe_os_error(exc):
     # type: (OSError) -> str
     if exc.errno == errno.ENOSPC:
         return "no space left on device"
@@ -86,7 +86,7 @@ def _describe(exc):
 
 def _write_error(exc, path):
     # type: (OSError, str) -> ModSignError
-    return ModSignError("cannot write (%s)" % _describe(exc), path)
+    return ModSignError("cannot write (%s)" % describe_os_error(exc), path)
 
 
 def _create_temp(path):
@@ -112,7 +112,7 @@ def _create_temp(path):
     raise OSError(errno.EEXIST, "no free temporary file name beside %s" % path)
 
 
-def _write_all(fd, data):
+def write_all(fd, data):
     # type: (int, Chunks) -> None
     chunks = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
     for chunk in chunks:
@@ -137,7 +137,7 @@ def _write_temp(path, data, mode=None, like=None, ref_fd=None):
         reference = path if os.path.lexists(path) else None
     fd, tmp = _create_temp(path)
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
         if reference is not None:
             st = os.fstat(reference) if isinstance(reference, int) else os.stat(reference)
             os.fchmod(fd, st.st_mode & 0o7777 if mode is None else mode)
@@ -165,7 +165,7 @@ def _unlink_quietly(path):
         pass
 
 
-def _fsync_path(path):
+def fsync_path(path):
     # type: (str) -> None
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -234,7 +234,7 @@ def flush_directories(directories):
                 finally:
                     os.close(fd)
             for directory in group:
-                _fsync_path(directory)
+                fsync_path(directory)
         except OSError:
             pass
 
@@ -373,7 +373,7 @@ class AtomicBatch:
         if self.durable:
             for directory in directories:
                 try:
-                    _fsync_path(directory)
+                    fsync_path(directory)
                 except OSError:
                     pass  # the renames are done; a directory that cannot be fsynced (some FUSE) is not an error
         self.directories.update(directories)

@@ -27,7 +27,7 @@ import pwd
 import tempfile
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
-from ansible_collections.skm.modsign.plugins.module_utils._atomic import _describe as describe_os_error
+from ansible_collections.skm.modsign.plugins.module_utils._atomic import describe_os_error, fsync_path, write_all
 from ansible_collections.skm.modsign.plugins.module_utils._errors import ModSignError
 
 STAGING_PREFIX = ".skm-new-"
@@ -68,11 +68,6 @@ def resolve_owner(owner, group):
     return uid, gid
 
 
-def _strerror(exc):
-    # type: (OSError) -> str
-    return describe_os_error(exc)   # the same words as every other write of the collection
-
-
 def _remove_tree(directory):
     # type: (str) -> None
     """Remove a staging or partial directory of plain files (no recursion: we make no subdirectories)."""
@@ -84,22 +79,11 @@ def _remove_tree(directory):
         pass
 
 
-def _fsync_directory(directory):
-    # type: (str) -> None
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_file(path, item, uid, gid):
     # type: (str, KeyFile, int, int) -> None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, item.mode)
     try:
-        view = memoryview(item.data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, item.data)
         os.fchmod(fd, item.mode)
         if uid != -1 or gid != -1:
             os.fchown(fd, uid, gid)
@@ -118,13 +102,13 @@ def stage(parent, files, uid=-1, gid=-1, destination=None):
     try:
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
     except OSError as exc:
-        raise SetWriteError("cannot create a staging directory (%s)" % _strerror(exc), parent, [], targets)
+        raise SetWriteError("cannot create a staging directory (%s)" % describe_os_error(exc), parent, [], targets)
     for item in files:
         try:
             _write_file(os.path.join(staging, item.name), item, uid, gid)
         except OSError as exc:
             _remove_tree(staging)
-            raise SetWriteError("cannot write %s (%s)" % (item.name, _strerror(exc)),
+            raise SetWriteError("cannot write %s (%s)" % (item.name, describe_os_error(exc)),
                                 os.path.join(destination or parent, item.name), [], targets)
     return staging
 
@@ -150,7 +134,7 @@ def ensure_directory(directory):
     try:
         os.makedirs(directory, mode=0o755)
     except OSError as exc:
-        raise ModSignError("cannot create the directory (%s)" % _strerror(exc), directory)
+        raise ModSignError("cannot create the directory (%s)" % describe_os_error(exc), directory)
     return True
 
 
@@ -166,7 +150,7 @@ def keep_previous(directory, names, previous):
             os.link(os.path.join(directory, name), os.path.join(previous, name))
     except OSError as exc:
         _remove_tree(previous)
-        raise ModSignError("cannot keep the previous key set (%s)" % _strerror(exc), previous)
+        raise ModSignError("cannot keep the previous key set (%s)" % describe_os_error(exc), previous)
     return previous
 
 
@@ -192,11 +176,11 @@ def write_in_place(directory, files, uid=-1, gid=-1, previous=None):
         except OSError as exc:
             _remove_tree(staging)
             raise SetWriteError("cannot rename the new %s into place (%s)%s"
-                                % (item.name, _strerror(exc), "; the old set is in %s" % kept if kept else ""),
+                                % (item.name, describe_os_error(exc), "; the old set is in %s" % kept if kept else ""),
                                 target, written, targets[len(written):])
         written.append(target)
     _remove_tree(staging)
-    _fsync_directory(directory)
+    fsync_path(directory)
     return kept
 
 
@@ -210,7 +194,7 @@ def write_new_directory(parent, name, files, uid=-1, gid=-1):
         os.rename(staging, target)
     except OSError as exc:
         _remove_tree(staging)
-        raise SetWriteError("cannot move the new set into place (%s)" % _strerror(exc), target, [],
+        raise SetWriteError("cannot move the new set into place (%s)" % describe_os_error(exc), target, [],
                             [os.path.join(target, f.name) for f in files])
-    _fsync_directory(parent)
+    fsync_path(parent)
     return target
