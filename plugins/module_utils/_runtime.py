@@ -249,22 +249,37 @@ def split_description(key_type, text):
     return text, ""
 
 
-def parse_proc_keys(text):
-    # type: (str) -> Tuple[List[ProcKey], List[str]]
-    """The keys of /proc/keys, and the lines that could not be parsed."""
-    keys, unparsed = [], []
+def _parse_lines(text, parse_line):
+    # type: (str, Callable[[str], Any]) -> Tuple[List[Any], List[str]]
+    """What ``parse_line`` makes of each non-blank line of ``text`` (None: not understood), and the lines it did
+    not understand."""
+    parsed, unparsed = [], []
     for line in text.splitlines():
         if not line.strip():
             continue
-        match = _PROC_KEY.match(line)
-        parts = split_description(match.group(8).rstrip(), match.group(9)) if match else None
-        if not match or parts is None:
+        item = parse_line(line)
+        if item is None:
             unparsed.append(line)
-            continue
-        keys.append(ProcKey(int(match.group(1), 16), match.group(2), int(match.group(3)), match.group(4),
-                            match.group(5), int(match.group(6)), int(match.group(7)), match.group(8).rstrip(),
-                            parts[0], parts[1]))
-    return keys, unparsed
+        else:
+            parsed.append(item)
+    return parsed, unparsed
+
+
+def _proc_key(line):
+    # type: (str) -> Optional[ProcKey]
+    match = _PROC_KEY.match(line)
+    parts = split_description(match.group(8).rstrip(), match.group(9)) if match else None
+    if not match or parts is None:
+        return None
+    return ProcKey(int(match.group(1), 16), match.group(2), int(match.group(3)), match.group(4),
+                   match.group(5), int(match.group(6)), int(match.group(7)), match.group(8).rstrip(),
+                   parts[0], parts[1])
+
+
+def parse_proc_keys(text):
+    # type: (str) -> Tuple[List[ProcKey], List[str]]
+    """The keys of /proc/keys, and the lines that could not be parsed."""
+    return _parse_lines(text, _proc_key)
 
 
 _KEY_USER = re.compile(r"^\s*(\d+): +(\d+) (\d+)/(\d+) (\d+)/(\d+) (\d+)/(\d+)$")
@@ -273,18 +288,17 @@ _KEY_USER = re.compile(r"^\s*(\d+): +(\d+) (\d+)/(\d+) (\d+)/(\d+) (\d+)/(\d+)$"
 def parse_key_users(text):
     # type: (str) -> Tuple[List[Dict[str, int]], List[str]]
     """/proc/key-users: per uid, keys held and quota (security/keys/proc.c proc_key_users_show)."""
-    users, unparsed = [], []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        match = _KEY_USER.match(line)
-        if not match:
-            unparsed.append(line)
-            continue
-        n = [int(g) for g in match.groups()]
-        users.append({"uid": n[0], "usage": n[1], "keys": n[2], "instantiated_keys": n[3],
-                      "quota_keys": n[4], "max_keys": n[5], "quota_bytes": n[6], "max_bytes": n[7]})
-    return users, unparsed
+    return _parse_lines(text, _key_user)
+
+
+def _key_user(line):
+    # type: (str) -> Optional[Dict[str, int]]
+    match = _KEY_USER.match(line)
+    if not match:
+        return None
+    n = [int(g) for g in match.groups()]
+    return {"uid": n[0], "usage": n[1], "keys": n[2], "instantiated_keys": n[3],
+            "quota_keys": n[4], "max_keys": n[5], "quota_bytes": n[6], "max_bytes": n[7]}
 
 
 def describe_key(key_type, description, summary=""):
@@ -569,17 +583,16 @@ _PROC_MODULE = re.compile(r"^(\S+) (\d+) (\d+|-) (\S+) (Live|Loading|Unloading) 
 
 def parse_proc_modules(text):
     # type: (str) -> Tuple[List[Dict[str, Any]], List[str]]
-    modules, unparsed = [], []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        match = _PROC_MODULE.match(line.strip())
-        if not match:
-            unparsed.append(line)
-            continue
-        modules.append({"name": match.group(1), "size": int(match.group(2)), "state": match.group(5),
-                        "taint": match.group(7) or ""})
-    return modules, unparsed
+    return _parse_lines(text, _proc_module)
+
+
+def _proc_module(line):
+    # type: (str) -> Optional[Dict[str, Any]]
+    match = _PROC_MODULE.match(line.strip())
+    if not match:
+        return None
+    return {"name": match.group(1), "size": int(match.group(2)), "state": match.group(5),
+            "taint": match.group(7) or ""}
 
 
 def parse_modinfo(text):
